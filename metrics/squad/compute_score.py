@@ -1,0 +1,56 @@
+"""SQuAD v1.1 scorer: a drop-in for the official evaluate-v1.1.py, standard library only.
+
+Usage: python metrics/squad/compute_score.py DATASET_FILE PREDICTION_FILE
+"""
+
+import argparse
+import json
+import sys
+from functools import partial
+
+if __package__:
+    from . import squad_common
+else:  # run as a script: this file's directory is on sys.path
+    import squad_common
+
+EXPECTED_VERSION = "1.1"
+_f1 = partial(squad_common.token_f1, empty_is_no_answer=False)
+
+
+def score_v1(gold: dict[str, list[str]], preds: dict[str, str]) -> dict:
+    """Official SQuAD v1.1 exact_match and f1 (percentages) over every gold question.
+
+    A missing prediction scores 0 and is reported on stderr, as the official script does;
+    predictions for unknown ids are ignored. Sums are accumulated one question at a time
+    in gold order, like the official loop, so the floats come out identical.
+    """
+    exact_total = 0
+    f1_total = 0.0
+    for qid, answers in gold.items():
+        if qid not in preds:
+            print(f"Unanswered question {qid} will receive score 0.", file=sys.stderr)
+            continue
+        if not answers:
+            raise ValueError(f"question {qid} has no gold answer; SQuAD v1.1 scoring needs at least one")
+        exact_total += squad_common.best_over_golds(squad_common.exact_match, preds[qid], answers)
+        f1_total += squad_common.best_over_golds(_f1, preds[qid], answers)
+    return {"exact_match": 100.0 * exact_total / len(gold), "f1": 100.0 * f1_total / len(gold)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Same positional arguments, stderr version check and stdout JSON as evaluate-v1.1.py."""
+    parser = argparse.ArgumentParser(description=f"Evaluation for SQuAD {EXPECTED_VERSION} (drop-in scorer).")
+    parser.add_argument("dataset_file", help="Dataset file")
+    parser.add_argument("prediction_file", help="Prediction File")
+    args = parser.parse_args(argv)
+    dataset = squad_common.read_json(args.dataset_file)
+    if dataset.get("version") != EXPECTED_VERSION:
+        print(
+            f"Evaluation expects v-{EXPECTED_VERSION}, but got dataset with v-{dataset.get('version')}", file=sys.stderr
+        )
+    gold = squad_common.gold_from_dataset(dataset["data"])
+    print(json.dumps(score_v1(gold, squad_common.read_json(args.prediction_file))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+../squad_v2/squad_common.py

@@ -1,0 +1,328 @@
+#!/usr/bin/env python
+"""Fine-tune and evaluate a 🤗 Transformers model for extractive question answering on SQuAD.
+
+The data flow, top to bottom in `main()`:
+    load questions -> windows (features) -> train -> predict candidates -> post-process -> score -> write.
+
+Same flags as HF's examples/pytorch/question-answering/run_qa.py. Launch with `python qa.py ...` or
+`torchrun --nproc_per_node=N qa.py ...` (add --nnodes/--node_rank/--master_addr for several nodes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+import transformers
+from transformers import (AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer, HfArgumentParser,
+                          TrainingArguments, set_seed)
+from transformers.trainer_utils import get_last_checkpoint
+
+import squad_v2
+import utils_qa
+from qa_family import QAFamily, UnsupportedModelError
+from trainer_qa import AnswerSettings, EvalSet, QuestionAnsweringTrainer
+
+logger = logging.getLogger("qa")
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(metadata={"help": "Model path or hub id."})
+    config_name: str | None = field(default=None, metadata={"help": "Config name or path, if not the model's."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer name or path, if not the model's."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and datasets are stored."})
+    model_revision: str = field(default="main", metadata={"help": "Model version: branch, tag or commit id."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private models and datasets."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run code from the model's hub repository."})
+    torch_dtype: str = field(default="float32", metadata={
+        "help": "Weights' dtype when loading: float32 (default, safe for training), bfloat16, float16 or auto "
+                "(the checkpoint's). Use --bf16/--fp16 for mixed precision.",
+        "choices": ["float32", "bfloat16", "float16", "auto"]})
+    attn_implementation: str | None = field(default=None, metadata={
+        "help": "Attention kernel, e.g. sdpa, eager or flash_attention_2 (default: the model's own choice)."})
+    offsets_by_alignment: bool = field(default=False, metadata={
+        "help": "Compute character offsets by aligning tokens with the text even for a fast tokenizer "
+                "(tokenizers without offsets always do)."})
+
+
+@dataclass
+class DataTrainingArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset, e.g. squad_v2 or squad."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
+    train_file: str | None = field(default=None, metadata={"help": "Training file (SQuAD JSON, flat JSON or JSONL)."})
+    validation_file: str | None = field(default=None, metadata={"help": "Evaluation file (same formats)."})
+    test_file: str | None = field(default=None, metadata={"help": "Prediction file (answers optional)."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize again even if cached."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenizing."})
+    max_seq_length: int = field(default=384, metadata={"help": "Tokens per window, question included."})
+    pad_to_max_length: bool = field(default=False, metadata={
+        "help": "Pad every window to max_seq_length. Default: pad each batch to its longest window (HF's "
+                "run_qa defaults to True; the results are the same, only slower)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training questions."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many evaluation questions."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Use only this many test questions."})
+    version_2_with_negative: bool = field(default=False, metadata={"help": "Some questions have no answer (v2)."})
+    null_score_diff_threshold: float = field(default=0.0, metadata={
+        "help": "Answer empty when null score - best span score is above this."})
+    doc_stride: int = field(default=128, metadata={"help": "Context tokens shared by consecutive windows."})
+    n_best_size: int = field(default=20, metadata={"help": "Candidate answers kept per question."})
+    max_answer_length: int = field(default=30, metadata={"help": "Longest answer, in tokens."})
+
+    def __post_init__(self) -> None:
+        if not (self.dataset_name or self.train_file or self.validation_file or self.test_file):
+            raise ValueError("no data: pass --dataset_name, or --train_file/--validation_file/--test_file")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments, bool]:
+    """Flags, or one .json/.yaml file of them; flags transformers 5 dropped still work (see `_legacy_flags`)."""
+    argv, overwrite = _legacy_flags(list(sys.argv[1:] if argv is None else argv))
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(argv[0]))
+    elif len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        model_args, data_args, training_args = parser.parse_yaml_file(os.path.abspath(argv[0]))
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    return model_args, data_args, training_args, overwrite or bool(getattr(training_args, "overwrite_output_dir", False))
+
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _take(argv: list[str], flag: str) -> str | None:
+    """Remove `--flag [value]` or `--flag=value` from argv; return the value ("true" for a bare flag)."""
+    for i, arg in enumerate(argv):
+        if arg == flag:
+            has_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            value = argv[i + 1] if has_value else "true"
+            del argv[i:i + 1 + has_value]
+            return value
+        if arg.startswith(flag + "="):
+            del argv[i]
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _legacy_flags(argv: list[str]) -> tuple[list[str], bool]:
+    """Map run_qa.py flags that transformers 5 removed onto their replacements.
+
+    --overwrite_output_dir: start afresh instead of resuming (handled by `find_checkpoint`);
+    --warmup_ratio R: --warmup_steps R (a float below 1 is a ratio); --group_by_length:
+    --train_sampling_strategy group_by_length; --evaluation_strategy: --eval_strategy.
+    """
+    fields = set(TrainingArguments.__dataclass_fields__)
+    if "overwrite_output_dir" in fields:  # transformers 4.x still has all of them
+        return argv, False
+    overwrite = (_take(argv, "--overwrite_output_dir") or "false").lower() in _TRUE
+    ratio = _take(argv, "--warmup_ratio")
+    if ratio is not None:
+        argv += ["--warmup_steps", ratio]
+    group = _take(argv, "--group_by_length")
+    if group is not None and group.lower() not in _FALSE:
+        argv += ["--train_sampling_strategy", "group_by_length"]
+    strategy = _take(argv, "--evaluation_strategy")
+    if strategy is not None:
+        argv += ["--eval_strategy", strategy]
+    return argv, overwrite
+
+
+# --------------------------------------------------------------------------------------------
+# Set-up
+# --------------------------------------------------------------------------------------------
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    """Our progress at INFO on the main process (as HF's examples do); libraries at --log_level."""
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+                        datefmt="%m/%d/%Y %H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)])
+    library_level = training_args.get_process_log_level()
+    ours = logging.INFO if training_args.should_log and training_args.log_level == "passive" else library_level
+    for name in ("qa", "squad_v2", "qa_family", "utils_qa", "trainer_qa"):
+        logging.getLogger(name).setLevel(ours)
+    datasets.utils.logging.set_verbosity(library_level)
+    transformers.utils.logging.set_verbosity(library_level)
+    logger.info("Process rank %s, device %s, n_gpu %s, distributed %s, bf16 %s, fp16 %s",
+                training_args.process_index, training_args.device, training_args.n_gpu,
+                training_args.parallel_mode.value == "distributed", training_args.bf16, training_args.fp16)
+
+
+def find_checkpoint(training_args: TrainingArguments, overwrite: bool) -> str | None:
+    """HF's habit: resume from the last checkpoint in output_dir unless told to overwrite."""
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    out = Path(training_args.output_dir)
+    if not training_args.do_train or overwrite or not out.is_dir():
+        return None
+    last = get_last_checkpoint(str(out))
+    if last is not None:
+        logger.info("Resuming from %s (pass --overwrite_output_dir to start again)", last)
+        return last
+    leftovers = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    if leftovers:
+        raise ValueError(f"output directory {out} is not empty ({', '.join(sorted(leftovers)[:3])} ...) and has no "
+                         "checkpoint to resume from: pass --overwrite_output_dir or choose another --output_dir")
+    return None
+
+
+def load_model(model_args: ModelArguments) -> tuple[torch.nn.Module, Any]:
+    """Config, tokenizer and span-prediction model; fast tokenizer when the family has one."""
+    hub = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
+           "trust_remote_code": model_args.trust_remote_code}
+    config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub)
+    dtype = model_args.torch_dtype if model_args.torch_dtype == "auto" else getattr(torch, model_args.torch_dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype}  # transformers 5 defaults to the checkpoint's dtype; we do not
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    model = AutoModelForQuestionAnswering.from_pretrained(model_args.model_name_or_path, config=config, **hub, **kwargs)
+    return model, tokenizer
+
+
+def check_answerability(raw: datasets.DatasetDict, data_args: DataTrainingArguments) -> None:
+    """Unanswerable questions need the v2 flag; the reverse only costs a null position."""
+    has_null = {split: sum(raw[split]["is_impossible"]) for split in raw}
+    if not data_args.version_2_with_negative and any(has_null.values()):
+        where = ", ".join(f"{s}: {n}" for s, n in has_null.items() if n)
+        raise ValueError(f"the data has unanswerable questions ({where}): add --version_2_with_negative")
+    if data_args.version_2_with_negative and not any(has_null.values()):
+        logger.warning("--version_2_with_negative is set but no question is unanswerable (SQuAD v1.1 data?)")
+
+
+# --------------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------------
+
+
+def limit(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
+    """Sample limits count questions, so one question's windows are never split."""
+    return ds if n is None else ds.select(range(min(n, len(ds))))
+
+
+def build_features(ds: datasets.Dataset, split: str, family: QAFamily, data_args: DataTrainingArguments,
+                   cache_dir: str | None, training_args: TrainingArguments) -> datasets.Dataset:
+    """Tokenize into windows in batches (in parallel with --preprocessing_num_workers), cached on disk.
+
+    The cache key covers the questions, the tokenizer, the model's inputs, the window settings and this
+    code, so a second run with the same data reuses the windows and a change to any of them does not.
+    """
+    train = split == "train"
+    fn = utils_qa.prepare_train_features if train else utils_qa.prepare_eval_features
+    kwargs = {"family": family, "max_seq_length": data_args.max_seq_length, "doc_stride": data_args.doc_stride}
+    key = _cache_key(ds, family, data_args, split)
+    cache_file = None
+    if cache_dir:
+        os.makedirs(cache_dir, exist_ok=True)
+        cache_file = os.path.join(cache_dir, f"qa-{split}-{key}.arrow")
+    with training_args.main_process_first(desc=f"{split} windows"):
+        features = ds.map(fn, batched=True, with_indices=not train, fn_kwargs=kwargs,
+                          remove_columns=ds.column_names, num_proc=data_args.preprocessing_num_workers,
+                          load_from_cache_file=not data_args.overwrite_cache, cache_file_name=cache_file,
+                          new_fingerprint=key, desc=f"Windows for {split}")
+    logger.info("%s: %d questions -> %d windows", split, len(ds), len(features))
+    return features
+
+
+def _cache_key(ds: datasets.Dataset, family: QAFamily, data_args: DataTrainingArguments, split: str) -> str:
+    h = hashlib.sha256()
+    for part in (datasets.fingerprint.Hasher.hash(ds.data), datasets.fingerprint.Hasher.hash(family.tokenizer),
+                 family.describe(), str(sorted(family.model_inputs())), split, str(data_args.max_seq_length),
+                 str(data_args.doc_stride), Path(utils_qa.__file__).read_text(), Path(sys.modules[
+                     QAFamily.__module__].__file__).read_text()):
+        h.update(str(part).encode())
+    return h.hexdigest()[:16]
+
+
+def default_cache_dir(model_args: ModelArguments) -> str:
+    return model_args.cache_dir or os.path.join(datasets.config.HF_DATASETS_CACHE, "qa_features")
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    model_args, data_args, training_args, overwrite = parse_args(argv)
+    setup_logging(training_args)
+    checkpoint = find_checkpoint(training_args, overwrite)
+    set_seed(training_args.seed)
+
+    # Load
+    raw, reports = squad_v2.load_squad(data_args.dataset_name, data_args.dataset_config_name, data_args.train_file,
+                                       data_args.validation_file, data_args.test_file, cache_dir=model_args.cache_dir,
+                                       token=model_args.token)
+    check_answerability(raw, data_args)
+    model, tokenizer = load_model(model_args)
+    family = QAFamily.detect(model, tokenizer, data_args.max_seq_length, model_args.offsets_by_alignment)
+    cache = default_cache_dir(model_args)
+
+    # Features
+    def features_for(split: str, n: int | None) -> tuple[datasets.Dataset, datasets.Dataset]:
+        if split not in raw:
+            raise ValueError(f"--do_{'eval' if split == 'validation' else split} needs a {split} split: "
+                             f"pass --{split}_file or a --dataset_name that has one")
+        examples = limit(raw[split], n)
+        return examples, build_features(examples, split, family, data_args, cache, training_args)
+
+    train_features = features_for("train", data_args.max_train_samples)[1] if training_args.do_train else None
+    eval_set = EvalSet(*features_for("validation", data_args.max_eval_samples)) if training_args.do_eval else None
+
+    # Train
+    training_args.remove_unused_columns = False  # the features hold exactly what this model takes
+    trainer = QuestionAnsweringTrainer(
+        model=model, args=training_args, train_dataset=train_features, eval_set=eval_set,
+        processing_class=tokenizer,
+        data_collator=utils_qa.QACollator(family, data_args.max_seq_length, data_args.pad_to_max_length),
+        answer_settings=AnswerSettings(data_args.n_best_size, data_args.max_answer_length,
+                                       data_args.version_2_with_negative, data_args.null_score_diff_threshold))
+    results: dict[str, float] = {}
+    if training_args.do_train:
+        out = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()
+        metrics = dict(out.metrics, train_samples=len(train_features))
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        results.update(metrics)
+
+    # Predict -> post-process -> score -> write (inside the trainer)
+    if training_args.do_eval:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        results.update(metrics)
+    if training_args.do_predict:
+        examples, features = features_for("test", data_args.max_predict_samples)
+        _, metrics = trainer.predict(EvalSet(examples, features, has_answers=reports["test"].has_answers))
+        trainer.log_metrics("predict", metrics)
+        trainer.save_metrics("predict", metrics)
+        results.update(metrics)
+    return results
+
+
+def cli() -> None:
+    """Known user errors end with one clear line and a non-zero exit, not a traceback."""
+    try:
+        main()
+    except (squad_v2.SquadFormatError, UnsupportedModelError, ValueError, FileNotFoundError) as err:
+        logging.getLogger("qa").error("%s", err)
+        print(f"qa.py: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli()

