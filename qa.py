@@ -318,9 +318,9 @@ def cli() -> None:
     """Known user errors end with one clear line and a non-zero exit, not a traceback."""
     try:
         main()
-    except (squad_v2.SquadFormatError, UnsupportedModelError, ValueError, FileNotFoundError) as err:
-        logging.getLogger("qa").error("%s", err)
-        print(f"qa.py: error: {err}", file=sys.stderr)
+    except (squad_v2.SquadFormatError, UnsupportedModelError, ValueError, FileNotFoundError, ImportError) as err:
+        message = " ".join(str(err).split())  # one line, whatever the library's message looked like
+        print(f"qa.py: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -205,6 +205,10 @@ class QAFamily:
         """Inspect the tokenizer, config and forward() once; fix what the model needs to run."""
         config = model.config
         params = frozenset(inspect.signature(model.forward).parameters)
+        if "start_positions" not in params:
+            raise UnsupportedModelError(
+                f"{type(model).__name__} has no start/end span head (it classifies over a fixed answer set), "
+                "so it cannot do extractive question answering; use a model with a span head")
         call = _plain_call(tokenizer)
         _ensure_pad_token(tokenizer, model)
         _ensure_default_language(model)
@@ -230,7 +234,12 @@ class QAFamily:
 
     @property
     def uses_token_type_ids(self) -> bool:
-        return "token_type_ids" in self.forward_params and "token_type_ids" in self.tokenizer.model_input_names
+        """Only when the model takes them and has an embedding for every type id the template uses."""
+        t = self.template
+        types = {*t.prefix_types, *t.middle_types, *t.suffix_types, t.question_type, t.context_type}
+        vocab = getattr(self.model_config, "type_vocab_size", None)
+        return ("token_type_ids" in self.forward_params and types != {0}
+                and (vocab is None or max(types) < vocab))
 
     @property
     def uses_attention_mask(self) -> bool:
@@ -331,13 +340,25 @@ def _split_offsets(text: str, spans: list) -> tuple[list[int], list[int]]:
 
 
 def _plain_call(tokenizer: Any) -> Callable[..., dict]:
-    """Call a tokenizer on plain text even when its __call__ expects words and boxes or xpaths."""
-    sig = inspect.signature(tokenizer.__call__).parameters
-    if "boxes" not in sig and "xpaths" not in sig:
+    """Call a tokenizer on plain text even when its __call__ wants words with boxes or xpaths.
+
+    Layout and markup tokenizers (LayoutLMv3, LiLT, MarkupLM) take a context as a list of words, each with
+    a box or an xpath; a whole text passed as one word, in a blank box, keeps its offsets relative to the text.
+    """
+    params = inspect.signature(tokenizer.__call__).parameters
+    key = "boxes" if "boxes" in params else "xpaths" if "xpaths" in params else None
+    if key is None:
         return tokenizer
-    base = next(k for k in type(tokenizer).__mro__[1:] if "boxes" not in inspect.signature(k.__call__).parameters
-                and "xpaths" not in inspect.signature(k.__call__).parameters)
-    return lambda *args, **kw: base.__call__(tokenizer, *args, **kw)
+    blank = [0, 0, 0, 0] if key == "boxes" else "/html/body"
+
+    def call(text, text_pair=None, **kwargs):
+        if text_pair is not None:
+            return tokenizer(text, [text_pair], **{key: [blank]}, **kwargs)
+        if isinstance(text, list):
+            return tokenizer([[t] for t in text], **{key: [[blank] for _ in text]}, **kwargs)
+        return tokenizer([text], **{key: [blank]}, **kwargs)
+
+    return call
 
 
 def _has_offsets(call: Callable[..., dict]) -> bool:

