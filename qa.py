@@ -314,10 +314,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return results
 
 
-def cli() -> None:
+def cli(argv: list[str] | None = None) -> None:
     """Known user errors end with one clear line and a non-zero exit, not a traceback."""
     try:
-        main()
+        main(argv)
     except (squad_v2.SquadFormatError, UnsupportedModelError, ValueError, FileNotFoundError, ImportError) as err:
         message = " ".join(str(err).split())  # one line, whatever the library's message looked like
         print(f"qa.py: error: {message}", file=sys.stderr)

@@ -84,7 +84,8 @@ class QuestionAnsweringTrainer(Trainer):
         with torch.no_grad(), self.compute_loss_context_manager():
             out = model(**inputs)
         cand = top_candidates(out.start_logits, out.end_logits, meta["context_start"], meta["context_end"],
-                              meta["null_index"], self.answer_settings.n_best_size)
+                              meta["null_index"], self.answer_settings.n_best_size,
+                              self.answer_settings.max_answer_length)
         return None, (meta["feature_index"], *cand), None
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -111,8 +112,8 @@ class QuestionAnsweringTrainer(Trainer):
                                    metric_key_prefix=prefix)
         cand = self._restore_order(out.predictions, len(data.features))
         s = self.answer_settings
-        preds = postprocess(data.ids, data.contexts, data.windows, cand, s.n_best_size, s.max_answer_length,
-                            s.version_2_with_negative, s.null_score_diff_threshold)
+        preds = postprocess(data.ids, data.contexts, data.windows, cand, s.n_best_size, s.version_2_with_negative,
+                            s.null_score_diff_threshold)
         metrics = {k: v for k, v in out.metrics.items() if not k.endswith("_loss")}
         if self.args.should_save:
             write_predictions(preds, self.args.output_dir, prefix)

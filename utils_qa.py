@@ -4,8 +4,8 @@ Features: each (question, context) becomes one or more windows of at most `max_s
 overlap by `doc_stride` context tokens. Training windows carry the answer's first and last token (or the
 window's null position); evaluation windows carry where their context tokens sit in the text.
 
-Answers: the model's best spans are taken per window (`top_candidates`, on the device, batch by batch),
-then combined per question (`postprocess`) with array operations. `postprocess_reference` is the plain
+Answers: each window's best spans are found on the device, batch by batch (`top_candidates`), then
+combined per question (`postprocess`) with array operations. `postprocess_reference` is the plain
 loop over every start/end pair: the oracle for tests and the baseline for the benchmark.
 """
 
@@ -55,7 +55,9 @@ def _windows(examples: dict[str, list], family: QAFamily, max_seq_length: int, d
     contexts = examples["context"]
     q_cap = family.max_question_tokens(max_seq_length, doc_stride)
     question_ids = family.encode_ids(questions)
-    for i, (ids, starts, ends) in enumerate(family.encode(contexts)):
+    unique = list(dict.fromkeys(contexts))  # SQuAD asks ~10 questions per paragraph: tokenize each once
+    encoded = dict(zip(unique, family.encode(unique)))
+    for i, (ids, starts, ends) in enumerate(encoded[c] for c in contexts):
         q_ids = question_ids[i][:q_cap]
         budget = max_seq_length - family.template.num_special - len(q_ids)
         for ws, we in _context_windows(len(ids), budget, doc_stride):
@@ -92,6 +94,7 @@ def prepare_train_features(examples: dict[str, list], family: QAFamily, max_seq_
                 start_pos = window.context_start + first - ws
                 end_pos = window.context_start + last - ws
         row["start_positions"], row["end_positions"] = start_pos, end_pos
+        row["length"] = len(window.input_ids)  # lets length-grouped sampling skip reading every window
         for key, value in row.items():
             out.setdefault(key, []).append(value)
     return out
@@ -150,22 +153,26 @@ class QACollator:
 
 
 # --------------------------------------------------------------------------------------------
-# Candidates per window (runs on the device, inside the evaluation loop)
+# Candidate spans per window (runs on the device, inside the evaluation loop)
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Candidates:
-    """Each window's `k` best context starts and ends (ranked, stable on ties) and its null score."""
+    """Each window's `n` best valid spans, best first, and its null score.
 
-    start_index: np.ndarray  # [N, k] token positions; -1 where the window has fewer context tokens
-    start_logit: np.ndarray  # [N, k] float64, -inf where missing
-    end_index: np.ndarray
-    end_logit: np.ndarray
-    null_score: np.ndarray  # [N] start + end logit at the window's null position
+    Ranked exactly as the plain loop ranks them: by start + end logit (in float64), ties going to the
+    better-ranked start, then end, where starts and ends are ranked by a stable descending sort.
+    """
+
+    start_index: np.ndarray  # [N, n] token positions; -1 where the window has fewer valid spans
+    end_index: np.ndarray  # [N, n]
+    start_logit: np.ndarray  # [N, n] float32 logits as the model gave them
+    end_logit: np.ndarray  # [N, n]
+    null_score: np.ndarray  # [N] float64: start + end logit at the window's null position
 
     def take(self, order: np.ndarray) -> "Candidates":
-        return Candidates(*(a[order] for a in (self.start_index, self.start_logit, self.end_index,
+        return Candidates(*(a[order] for a in (self.start_index, self.end_index, self.start_logit,
                                                self.end_logit, self.null_score)))
 
 
@@ -187,31 +194,42 @@ def _top_k_stable(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return values.gather(1, order), index.gather(1, order)
 
 
-def top_candidates(start_logits: torch.Tensor, end_logits: torch.Tensor, context_start: torch.Tensor,
-                   context_end: torch.Tensor, null_index: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
-    """Best `k` context positions for starts and ends of each window, plus the null score.
+def _pad_columns(x: torch.Tensor, k: int, value: float) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (0, k - x.shape[1]), value=value) if x.shape[1] < k else x
 
-    Returns only O(k) numbers per window, so what is kept and gathered across processes does not grow
-    with the sequence length.
+
+def top_candidates(start_logits: torch.Tensor, end_logits: torch.Tensor, context_start: torch.Tensor,
+                   context_end: torch.Tensor, null_index: torch.Tensor, n_best: int,
+                   max_answer_length: int) -> tuple[torch.Tensor, ...]:
+    """Each window's `n_best` best valid spans and its null score, from one batch of logits.
+
+    Only O(n_best) numbers per window leave the device, so what evaluation keeps and gathers across
+    processes grows with the number of windows, not with windows x sequence length.
     """
-    n = start_logits.shape[1]
-    pos = torch.arange(n, device=start_logits.device)[None, :]
+    length = start_logits.shape[1]
+    pos = torch.arange(length, device=start_logits.device)[None, :]
     outside = (pos < context_start[:, None]) | (pos >= context_end[:, None])
-    out = []
-    for logits in (start_logits, end_logits):
-        values, index = _top_k_stable(logits.float().masked_fill(outside, float("-inf")), k)
-        if n < k:
-            values = torch.nn.functional.pad(values, (0, k - n), value=float("-inf"))
-            index = torch.nn.functional.pad(index, (0, k - n), value=-1)
-        out += [index.masked_fill(torch.isinf(values), -1), values]
+    sv, si = _top_k_stable(start_logits.float().masked_fill(outside, float("-inf")), n_best)
+    ev, ei = _top_k_stable(end_logits.float().masked_fill(outside, float("-inf")), n_best)
+    span = ei[:, None, :] - si[:, :, None] + 1
+    score = sv.double()[:, :, None] + ev.double()[:, None, :]  # the oracle adds in float64
+    ok = (span >= 1) & (span <= max_answer_length) & torch.isfinite(score)
+    flat = score.masked_fill(~ok, float("-inf")).flatten(1)  # row-major: ties keep (start rank, end rank) order
+    best, pair = _top_k_stable(flat, n_best)
+    k = si.shape[1]
+    a, b = pair // k, pair % k
+    valid = torch.isfinite(best)
+    out = [si.gather(1, a).masked_fill(~valid, -1), ei.gather(1, b).masked_fill(~valid, -1),
+           sv.gather(1, a).masked_fill(~valid, float("-inf")), ev.gather(1, b).masked_fill(~valid, float("-inf"))]
+    out = [_pad_columns(t, n_best, -1 if t.dtype != torch.float32 else float("-inf")) for t in out]
     rows = torch.arange(start_logits.shape[0], device=start_logits.device)
-    null = start_logits[rows, null_index].double() + end_logits[rows, null_index].double()  # as the oracle adds
+    null = start_logits[rows, null_index].double() + end_logits[rows, null_index].double()
     return (*out, null)
 
 
 def candidates_from_arrays(arrays: tuple[np.ndarray, ...]) -> Candidates:
-    si, sv, ei, ev, null = arrays
-    return Candidates(si.astype(np.int64), sv.astype(np.float64), ei.astype(np.int64), ev.astype(np.float64),
+    si, ei, sv, ev, null = arrays
+    return Candidates(si.astype(np.int64), ei.astype(np.int64), sv.astype(np.float32), ev.astype(np.float32),
                       null.astype(np.float64))
 
 
@@ -269,92 +287,110 @@ def _without_gc(fn):
 
 
 @dataclass
+class NBest:
+    """Every question's n-best list in columns, rows grouped by question, best first.
+
+    Kept as arrays until a file is written or a caller asks for `to_dict()`: turning ~10^5 rows into
+    dicts costs more than finding them.
+    """
+
+    ids: list[str]
+    contexts: list[str]
+    example: np.ndarray  # [R] question of each row, ascending
+    char_start: np.ndarray  # [R]
+    char_end: np.ndarray
+    start_logit: np.ndarray  # NaN on a null row
+    end_logit: np.ndarray
+    score: np.ndarray
+    probability: np.ndarray
+    is_null: np.ndarray
+
+    @_without_gc
+    def to_dict(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {qid: [] for qid in self.ids}
+        cols = (self.example.tolist(), self.char_start.tolist(), self.char_end.tolist(),
+                self.start_logit.tolist(), self.end_logit.tolist(), self.score.tolist(),
+                self.probability.tolist(), self.is_null.tolist())
+        for e, cs, ce, sl, el, sc, p, null in zip(*cols):
+            if null:
+                row = {"text": "", "offsets": [0, 0], "start_logit": None, "end_logit": None}
+            else:
+                row = {"text": self.contexts[e][cs:ce], "offsets": [cs, ce], "start_logit": sl, "end_logit": el}
+            row["score"], row["probability"] = sc, p
+            out[self.ids[e]].append(row)
+        return out
+
+
+@dataclass
 class QAPredictions:
     """What the post-processing produces for each question id."""
 
     predictions: dict[str, str]  # thresholded answer ("" = no answer)
     best_spans: dict[str, str]  # best non-empty span, whatever the null score
     null_odds: dict[str, float]  # null score minus best span score (v2 only)
-    nbest: dict[str, list[dict[str, Any]]]
+    nbest: NBest | dict[str, list[dict[str, Any]]]
+
+    def nbest_dict(self) -> dict[str, list[dict[str, Any]]]:
+        return self.nbest.to_dict() if isinstance(self.nbest, NBest) else self.nbest
 
 
-def _finish(ids: list[str], contexts: list[str], n_examples: int, rows: dict[str, list], null: np.ndarray | None,
-            null_threshold: float) -> QAPredictions:
-    """Turn each question's ranked spans (already cut to n_best) into texts, probabilities and answers."""
-    ex = rows["example"]
-    scores = np.asarray(rows["score"], dtype=np.float64)
-    all_scores = np.concatenate([scores, null]) if null is not None else scores
-    groups = np.concatenate([ex, np.arange(n_examples)]) if null is not None else np.asarray(ex)
-    group_max = np.full(n_examples, -np.inf)
-    np.maximum.at(group_max, groups, all_scores)
-    exp = np.exp(all_scores - group_max[groups])
-    denom = np.zeros(n_examples)
-    np.add.at(denom, groups, exp)
-    probs = (exp / denom[groups]).tolist()
-    nbest: dict[str, list[dict[str, Any]]] = {qid: [] for qid in ids}
-    best: dict[str, str] = {}
-    for j, (e, cs, ce, sl, el, sc) in enumerate(zip(ex, rows["char_start"], rows["char_end"], rows["start_logit"],
-                                                    rows["end_logit"], rows["score"])):
-        qid = ids[e]
-        text = contexts[e][cs:ce]
-        best.setdefault(qid, text)
-        nbest[qid].append({"text": text, "offsets": [cs, ce], "start_logit": sl, "end_logit": el,
-                           "score": sc, "probability": probs[j]})
-    preds, odds = {}, {}
-    for e, qid in enumerate(ids):
-        best.setdefault(qid, "")
-        if null is None:
-            preds[qid] = best[qid]
-            continue
-        entries = nbest[qid]
-        null_score = float(null[e])
-        null_entry = {"text": "", "offsets": [0, 0], "start_logit": None, "end_logit": None,
-                      "score": null_score, "probability": probs[len(scores) + e]}
-        at = next((i for i, p in enumerate(entries) if p["score"] < null_score), len(entries))
-        entries.insert(at, null_entry)
-        odds[qid] = null_score - entries[0 if at else 1]["score"] if len(entries) > 1 else NO_SPAN_ODDS
-        preds[qid] = "" if odds[qid] > null_threshold else best[qid]
-    return QAPredictions(preds, best, odds, nbest)
+def _group_softmax(scores: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    top = np.full(n_groups, -np.inf)
+    np.maximum.at(top, groups, scores)
+    exp = np.exp(scores - top[groups])
+    return exp / np.bincount(groups, weights=exp, minlength=n_groups)[groups]
 
 
 @_without_gc
 def postprocess(ids: list[str], contexts: list[str], windows: WindowIndex, cand: Candidates, n_best_size: int,
-                max_answer_length: int, version_2_with_negative: bool, null_score_diff_threshold: float = 0.0
-                ) -> QAPredictions:
-    """Best answers per question from every window's candidates, with array operations only.
+                version_2_with_negative: bool, null_score_diff_threshold: float = 0.0) -> QAPredictions:
+    """Best answers per question from every window's candidate spans, with array operations only.
 
-    Same semantics as `postprocess_reference`: pairs of the window's top starts and ends that are in
-    order and at most `max_answer_length` tokens long, ranked by start + end logit over all windows of a
-    question; ties go to the earlier window, then the better-ranked start, then end.
+    Same result as `postprocess_reference`: spans ranked by start + end logit over all windows of a
+    question, ties going to the earlier window and then to the window's own order.
     """
-    n, k = cand.start_index.shape
-    si, ei = cand.start_index[:, :, None], cand.end_index[:, None, :]
-    score = cand.start_logit[:, :, None] + cand.end_logit[:, None, :]
-    length = ei - si + 1
-    ok = (si >= 0) & (ei >= 0) & (length >= 1) & (length <= max_answer_length) & np.isfinite(score)
-    flat = np.where(ok, score, -np.inf).reshape(n, k * k)
-    if k * k > n_best_size:  # a question's n best spans are among each window's n best
-        kth = -np.partition(-flat, n_best_size - 1, axis=1)[:, n_best_size - 1]
-        ok = ok.reshape(n, -1) & (flat >= kth[:, None])
-    win, pair = np.nonzero(ok.reshape(n, -1))
-    a, b = pair // k, pair % k
-    sc = flat[win, pair]
+    n_questions = len(ids)
+    win, rank = np.nonzero(cand.start_index >= 0)
+    sl, el = cand.start_logit[win, rank], cand.end_logit[win, rank]
+    score = sl.astype(np.float64) + el.astype(np.float64)
     ex = windows.example_index[win]
-    order = np.lexsort((b, a, win, -sc, ex))
+    order = np.lexsort((rank, win, -score, ex))
     ex_sorted = ex[order]
-    rank = np.arange(len(order)) - np.searchsorted(ex_sorted, ex_sorted, side="left")
-    sel = order[rank < n_best_size]
-    win, a, b, ex = win[sel], a[sel], b[sel], ex[sel]
-    first, last = cand.start_index[win, a], cand.end_index[win, b]
-    char_start, char_end = windows.chars(win, first, last)
-    rows = {"example": ex.tolist(), "char_start": char_start.tolist(), "char_end": char_end.tolist(),
-            "start_logit": cand.start_logit[win, a].tolist(), "end_logit": cand.end_logit[win, b].tolist(),
-            "score": flat[win, pair[sel]].tolist()}
-    null = None
+    first_of_group = np.searchsorted(ex_sorted, ex_sorted, side="left")
+    keep = order[np.arange(len(order)) - first_of_group < n_best_size]
+    win, rank, ex, score = win[keep], rank[keep], ex[keep], score[keep]
+    char_start, char_end = windows.chars(win, cand.start_index[win, rank], cand.end_index[win, rank])
+    sl, el = sl[keep].astype(np.float64), el[keep].astype(np.float64)
+    has_span = np.bincount(ex, minlength=n_questions) > 0
+    best_row = np.searchsorted(ex, np.arange(n_questions))  # first (best) span row of each question
+    best_text = [contexts[e][char_start[r]:char_end[r]] if has_span[e] else ""
+                 for e, r in enumerate(best_row.tolist())]
+    position = np.arange(len(ex)) - best_row[ex]  # rank within the question
+    is_null = np.zeros(len(ex), dtype=bool)
+    preds, odds = dict(zip(ids, best_text)), {}
     if version_2_with_negative:
-        null = np.full(len(ids), np.inf)
+        null = np.full(n_questions, np.inf)
         np.minimum.at(null, windows.example_index, cand.null_score)
-    return _finish(ids, contexts, len(ids), rows, null, null_score_diff_threshold)
+        best_score = np.where(has_span, score[np.minimum(best_row, len(score) - 1)] if len(score) else 0.0, 0.0)
+        odds_arr = np.where(has_span, null - best_score, NO_SPAN_ODDS)
+        odds = dict(zip(ids, odds_arr.tolist()))
+        preds = {qid: "" if o > null_score_diff_threshold else t for qid, o, t in zip(ids, odds_arr.tolist(), best_text)}
+        # the null answer goes before the first span that scores below it
+        at = np.bincount(ex, weights=(score >= null[ex]), minlength=n_questions)
+        ex = np.concatenate([ex, np.arange(n_questions)])
+        position = np.concatenate([position, at - 0.5])
+        score = np.concatenate([score, null])
+        char_start = np.concatenate([char_start, np.zeros(n_questions, dtype=char_start.dtype)])
+        char_end = np.concatenate([char_end, np.zeros(n_questions, dtype=char_end.dtype)])
+        sl = np.concatenate([sl, np.full(n_questions, np.nan)])
+        el = np.concatenate([el, np.full(n_questions, np.nan)])
+        is_null = np.concatenate([is_null, np.ones(n_questions, dtype=bool)])
+        rows = np.lexsort((position, ex))
+        ex, score, char_start, char_end, sl, el, is_null = (a[rows] for a in (ex, score, char_start, char_end,
+                                                                               sl, el, is_null))
+    nbest = NBest(ids, contexts, ex, char_start, char_end, sl, el, score, _group_softmax(score, ex, n_questions),
+                  is_null)
+    return QAPredictions(preds, dict(zip(ids, best_text)), odds, nbest)
 
 
 @_without_gc
@@ -408,13 +444,13 @@ def postprocess_reference(ids: list[str], contexts: list[str], windows: WindowIn
 # --------------------------------------------------------------------------------------------
 
 
-def _write_json_atomic(path: str, obj: Any) -> None:
+def _write_json_atomic(path: str, obj: Any, indent: int | None = 2) -> None:
     """Write through a temporary file so a crash never leaves half a JSON file behind."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    text = json.dumps(obj, indent=indent, ensure_ascii=False)  # one shot: the C encoder when indent is None
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False)
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -422,16 +458,16 @@ def _write_json_atomic(path: str, obj: Any) -> None:
 
 
 def write_predictions(preds: QAPredictions, output_dir: str, prefix: str) -> list[str]:
-    """`<prefix>_predictions.json`, `_nbest_predictions.json`, and for v2 `_null_odds.json` with the
-    best non-empty spans in `_span_predictions.json` (the pair the official v2 scorer takes)."""
+    """`<prefix>_predictions.json`, `_nbest_predictions.json` (compact: it is large), and for v2
+    `_null_odds.json` with the best non-empty spans in `_span_predictions.json` (the pair the official v2
+    scorer takes with --na-prob-file)."""
     os.makedirs(output_dir, exist_ok=True)
-    files = {"predictions": preds.predictions, "nbest_predictions": preds.nbest}
+    files = [("predictions", preds.predictions, 2), ("nbest_predictions", preds.nbest_dict(), None)]
     if preds.null_odds:
-        files["null_odds"] = preds.null_odds
-        files["span_predictions"] = preds.best_spans
+        files += [("null_odds", preds.null_odds, 2), ("span_predictions", preds.best_spans, 2)]
     paths = []
-    for name, obj in files.items():
+    for name, obj, indent in files:
         path = os.path.join(output_dir, f"{prefix}_{name}.json")
-        _write_json_atomic(path, obj)
+        _write_json_atomic(path, obj, indent)
         paths.append(path)
     return paths

@@ -39,10 +39,31 @@ def qa_args(model: Path, data: Path, test: Path, out: Path, max_len: int) -> lis
             "--output_dir", str(out), "--cache_dir", str(out.parent / "cache"), "--overwrite_output_dir"]
 
 
-def run(python: str, code_or_script: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def run(python: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
-    return subprocess.run([python, *code_or_script], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run([python, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def run_here(model: Path, args: list[str], capsys) -> tuple[int, str]:
+    """qa.py's command line in this process (imports are paid once for all rows)."""
+    import qa
+
+    code = 0
+    try:
+        qa.cli(args)
+    except SystemExit as stop:
+        code = stop.code
+    return code, capsys.readouterr().err
+
+
+def run_legacy(row_name: str, model: Path, args: list[str], cwd: Path) -> tuple[int, str]:
+    """Build and run in the transformers 4.57.x environment, in a separate process."""
+    build = run(str(LEGACY_PYTHON), ["-c", f"import tiny_models; tiny_models.build_tiny({row_name!r}, {str(model)!r})"],
+                REPO)
+    assert build.returncode == 0, build.stderr[-3000:]
+    proc = run(str(LEGACY_PYTHON), [str(REPO / "qa.py"), *args], cwd)
+    return proc.returncode, proc.stderr
 
 
 def check_outputs(out: Path, data: Path) -> str:
@@ -64,25 +85,26 @@ def check_outputs(out: Path, data: Path) -> str:
 
 
 @pytest.mark.parametrize("row", tiny_models.ROWS, ids=[r.name for r in tiny_models.ROWS])
-def test_architecture(row, tmp_path, record_property):
+def test_architecture(row, tmp_path, record_property, capsys, monkeypatch):
     data, test = squad_file(tmp_path / "data.json"), squad_file(tmp_path / "test.json", answers=False)
-    python = sys.executable
+    model, out = tmp_path / "model", tmp_path / "out"
+    args = qa_args(model, data, test, out, min(row.max_length, 128))
     if row.removed_in_v5 and IS_V5:
         if not LEGACY_PYTHON.is_file():
             pytest.skip(f"needs transformers 4.57.x: run `bash .ci/setup_v457.sh` to create {LEGACY_PYTHON.parent.parent}")
-        python = str(LEGACY_PYTHON)
-    model, out = tmp_path / "model", tmp_path / "out"
-    max_len = min(row.max_length, 128)
-    build = run(python, ["-c", f"import tiny_models; tiny_models.build_tiny({row.name!r}, {str(model)!r})"], REPO)
-    assert build.returncode == 0, build.stderr[-3000:]
-    proc = run(python, [str(REPO / "qa.py"), *qa_args(model, data, test, out, max_len)], tmp_path)
-    env = "transformers 4.57.x" if python != sys.executable else f"transformers {transformers.__version__}"
+        env = "transformers 4.57.x"
+        code, err = run_legacy(row.name, model, args, tmp_path)
+    else:
+        env = f"transformers {transformers.__version__}"
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        tiny_models.build_tiny(row.name, model)
+        code, err = run_here(model, args, capsys)
     if row.name in EXPECTED_FAILURES:
-        assert proc.returncode == 2, proc.stderr[-3000:]
-        assert EXPECTED_FAILURES[row.name] in proc.stderr and "Traceback" not in proc.stderr
+        assert code == 2, err[-3000:]
+        assert EXPECTED_FAILURES[row.name] in err and "Traceback" not in err
         assert not (out / "eval_predictions.json").exists()
-        message = next(line for line in proc.stderr.splitlines() if "qa.py: error:" in line)
+        message = next(line for line in err.splitlines() if "qa.py: error:" in line)
         record_property("outcome", f"refused with a clear message ({env}): {message[:110]}")
         return
-    assert proc.returncode == 0, (proc.stdout[-2000:] + proc.stderr[-4000:])
+    assert code == 0, err[-4000:]
     record_property("outcome", f"{check_outputs(out, data)} ({env})")

@@ -174,10 +174,11 @@ def _vectorized(sample, feats, starts, ends, n_best, max_len, v2, thresh):
     width = max(len(s) for s in starts)
     pad = lambda rows: torch.tensor(np.stack([np.pad(r, (0, width - len(r)), constant_values=-5.0) for r in rows]))
     cand = utils_qa.top_candidates(pad(starts), pad(ends), torch.tensor(feats["context_start"]),
-                                   torch.tensor(feats["context_end"]), torch.tensor(feats["null_index"]), n_best)
+                                   torch.tensor(feats["context_end"]), torch.tensor(feats["null_index"]), n_best,
+                                   max_len)
     cand = utils_qa.candidates_from_arrays(tuple(c.numpy() for c in cand))
     return utils_qa.postprocess(sample["id"], sample["context"], utils_qa.WindowIndex.from_features(feats), cand,
-                                n_best, max_len, v2, thresh)
+                                n_best, v2, thresh)
 
 
 @pytest.mark.parametrize("seed,ties,n_best,max_len,v2,thresh", [
@@ -193,8 +194,9 @@ def test_postprocess_equals_plain_loop(family, sample, seed, ties, n_best, max_l
     assert ours.predictions == ref.predictions
     assert ours.best_spans == ref.best_spans
     assert ours.null_odds == ref.null_odds
+    nbest = ours.nbest_dict()
     for qid, entries in ref.nbest.items():
-        got = ours.nbest[qid]
+        got = nbest[qid]
         assert [(p["text"], p["offsets"], p["score"], p["start_logit"], p["end_logit"]) for p in got] == \
                [(p["text"], p["offsets"], p["score"], p["start_logit"], p["end_logit"]) for p in entries]
         assert np.allclose([p["probability"] for p in got], [p["probability"] for p in entries], rtol=0, atol=1e-12)
