@@ -10,6 +10,7 @@ Same flags as HF's examples/pytorch/question-answering/run_qa.py. Launch with `p
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import inspect
 import logging
@@ -227,6 +228,9 @@ def build_features(ds: datasets.Dataset, split: str, family: QAFamily, data_args
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
         cache_file = os.path.join(cache_dir, f"qa-{split}-{key}.arrow")
+    stem = cache_file[: -len(".arrow")] if cache_file else None
+    if stem and not data_args.overwrite_cache and glob.glob(stem + "*.arrow"):
+        logger.info("%s: reusing the windows cached in %s*", split, stem)
     with training_args.main_process_first(desc=f"{split} windows"):
         features = ds.map(fn, batched=True, with_indices=not train, fn_kwargs=kwargs,
                           remove_columns=ds.column_names, num_proc=data_args.preprocessing_num_workers,
@@ -238,12 +242,21 @@ def build_features(ds: datasets.Dataset, split: str, family: QAFamily, data_args
 
 def _cache_key(ds: datasets.Dataset, family: QAFamily, data_args: DataTrainingArguments, split: str) -> str:
     h = hashlib.sha256()
-    for part in (datasets.fingerprint.Hasher.hash(ds.data), datasets.fingerprint.Hasher.hash(family.tokenizer),
+    for part in (datasets.fingerprint.Hasher.hash(ds.data), _tokenizer_fingerprint(family.tokenizer),
                  family.describe(), str(sorted(family.model_inputs())), split, str(data_args.max_seq_length),
                  str(data_args.doc_stride), Path(utils_qa.__file__).read_text(), Path(sys.modules[
                      QAFamily.__module__].__file__).read_text()):
         h.update(str(part).encode())
     return h.hexdigest()[:16]
+
+
+def _tokenizer_fingerprint(tokenizer: Any) -> str:
+    """The tokenizer's hash; from its vocabulary and settings when it cannot be pickled (RoFormer's jieba)."""
+    try:
+        return datasets.fingerprint.Hasher.hash(tokenizer)
+    except Exception:
+        vocab = sorted(tokenizer.get_vocab().items())
+        return datasets.fingerprint.Hasher.hash((type(tokenizer).__name__, repr(tokenizer.init_kwargs), vocab))
 
 
 def default_cache_dir(model_args: ModelArguments) -> str:
