@@ -155,3 +155,15 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
     r1, r2 = read(tmp_path / "one" / "eval_results.json"), read(tmp_path / "two" / "eval_results.json")
     for key in ("eval_exact", "eval_f1", "eval_best_f1", "eval_best_f1_thresh", "eval_total"):
         assert r1[key] == r2[key], key
+
+
+def test_aligned_offsets_give_the_same_answers(tmp_path):
+    """MiniLM evaluated with its fast tokenizer's offsets and with offsets found by alignment."""
+    data = REPO / "data" / "sample_squad_v2.json"
+    args = [*COMMON, "--validation_file", str(data), "--do_eval", "--version_2_with_negative"]
+    fast = run_qa([*args, "--output_dir", str(tmp_path / "fast")])
+    aligned = run_qa([*args, "--output_dir", str(tmp_path / "aligned"), "--offsets_by_alignment"])
+    assert fast.returncode == 0 and aligned.returncode == 0, aligned.stderr[-2000:]
+    assert "offsets by alignment" in aligned.stdout and "offsets from the tokenizer" in fast.stdout
+    for name in ("eval_predictions", "eval_nbest_predictions", "eval_null_odds"):
+        assert read(tmp_path / "fast" / f"{name}.json") == read(tmp_path / "aligned" / f"{name}.json")
