@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import inspect
 import logging
 import os
 import sys
@@ -29,7 +28,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import squad_v2
 import utils_qa
-from qa_family import QAFamily, UnsupportedModelError
+from qa_family import QAConfigError, QAFamily
 from trainer_qa import AnswerSettings, EvalSet, QuestionAnsweringTrainer
 
 logger = logging.getLogger("qa")
@@ -85,7 +84,15 @@ class DataTrainingArguments:
 
     def __post_init__(self) -> None:
         if not (self.dataset_name or self.train_file or self.validation_file or self.test_file):
-            raise ValueError("no data: pass --dataset_name, or --train_file/--validation_file/--test_file")
+            raise QAConfigError("no data: pass --dataset_name, or --train_file/--validation_file/--test_file")
+        for name in ("n_best_size", "max_answer_length", "max_seq_length"):
+            if getattr(self, name) < 1:
+                raise QAConfigError(f"--{name} must be at least 1 (got {getattr(self, name)})")
+        if self.doc_stride < 0:
+            raise QAConfigError(f"--doc_stride must be 0 or more (got {self.doc_stride})")
+        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise QAConfigError(f"--{name} must be at least 1 (got {getattr(self, name)})")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments, bool]:
@@ -105,38 +112,40 @@ _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
 def _take(argv: list[str], flag: str) -> str | None:
-    """Remove `--flag [value]` or `--flag=value` from argv; return the value ("true" for a bare flag)."""
-    for i, arg in enumerate(argv):
+    """Remove every `--flag [value]` / `--flag=value` from argv; the last value wins ("true" when bare)."""
+    value = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
         if arg == flag:
             has_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
             value = argv[i + 1] if has_value else "true"
             del argv[i:i + 1 + has_value]
-            return value
-        if arg.startswith(flag + "="):
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
             del argv[i]
-            return arg.split("=", 1)[1]
-    return None
+        else:
+            i += 1
+    return value
 
 
 def _legacy_flags(argv: list[str]) -> tuple[list[str], bool]:
-    """Map run_qa.py flags that transformers 5 removed onto their replacements.
+    """Map run_qa.py flags that the installed transformers no longer has onto their replacements.
 
     --overwrite_output_dir: start afresh instead of resuming (handled by `find_checkpoint`);
     --warmup_ratio R: --warmup_steps R (a float below 1 is a ratio); --group_by_length:
     --train_sampling_strategy group_by_length; --evaluation_strategy: --eval_strategy.
     """
     fields = set(TrainingArguments.__dataclass_fields__)
-    if "overwrite_output_dir" in fields:  # transformers 4.x still has all of them
-        return argv, False
-    overwrite = (_take(argv, "--overwrite_output_dir") or "false").lower() in _TRUE
-    ratio = _take(argv, "--warmup_ratio")
-    if ratio is not None:
+    overwrite = False
+    if "overwrite_output_dir" not in fields:
+        overwrite = (_take(argv, "--overwrite_output_dir") or "false").lower() in _TRUE
+    if "warmup_ratio" not in fields and (ratio := _take(argv, "--warmup_ratio")) is not None:
         argv += ["--warmup_steps", ratio]
-    group = _take(argv, "--group_by_length")
-    if group is not None and group.lower() not in _FALSE:
-        argv += ["--train_sampling_strategy", "group_by_length"]
-    strategy = _take(argv, "--evaluation_strategy")
-    if strategy is not None:
+    if "group_by_length" not in fields and (group := _take(argv, "--group_by_length")) is not None:
+        if group.lower() not in _FALSE:
+            argv += ["--train_sampling_strategy", "group_by_length"]
+    if "evaluation_strategy" not in fields and (strategy := _take(argv, "--evaluation_strategy")) is not None:
         argv += ["--eval_strategy", strategy]
     return argv, overwrite
 
@@ -174,7 +183,7 @@ def find_checkpoint(training_args: TrainingArguments, overwrite: bool) -> str | 
         return last
     leftovers = [p.name for p in out.iterdir() if not p.name.startswith(".")]
     if leftovers:
-        raise ValueError(f"output directory {out} is not empty ({', '.join(sorted(leftovers)[:3])} ...) and has no "
+        raise QAConfigError(f"output directory {out} is not empty ({', '.join(sorted(leftovers)[:3])} ...) and has no "
                          "checkpoint to resume from: pass --overwrite_output_dir or choose another --output_dir")
     return None
 
@@ -193,12 +202,14 @@ def load_model(model_args: ModelArguments) -> tuple[torch.nn.Module, Any]:
     return model, tokenizer
 
 
-def check_answerability(raw: datasets.DatasetDict, data_args: DataTrainingArguments) -> None:
+def check_answerability(raw: datasets.DatasetDict, reports: dict, data_args: DataTrainingArguments) -> None:
     """Unanswerable questions need the v2 flag; the reverse only costs a null position."""
     has_null = {split: sum(raw[split]["is_impossible"]) for split in raw}
     if not data_args.version_2_with_negative and any(has_null.values()):
-        where = ", ".join(f"{s}: {n}" for s, n in has_null.items() if n)
-        raise ValueError(f"the data has unanswerable questions ({where}): add --version_2_with_negative")
+        split = next(s for s, n in has_null.items() if n)
+        first = raw[split][list(raw[split]["is_impossible"]).index(True)]["id"]
+        where = ", ".join(f"{reports[s].source} ({s}): {n}" for s, n in has_null.items() if n)
+        raise QAConfigError(f"unanswerable questions in {where}, e.g. id {first}: add --version_2_with_negative")
     if data_args.version_2_with_negative and not any(has_null.values()):
         logger.warning("--version_2_with_negative is set but no question is unanswerable (SQuAD v1.1 data?)")
 
@@ -214,7 +225,7 @@ def limit(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
 
 
 def build_features(ds: datasets.Dataset, split: str, family: QAFamily, data_args: DataTrainingArguments,
-                   cache_dir: str | None, training_args: TrainingArguments) -> datasets.Dataset:
+                   cache_dir: str, training_args: TrainingArguments) -> datasets.Dataset:
     """Tokenize into windows in batches (in parallel with --preprocessing_num_workers), cached on disk.
 
     The cache key covers the questions, the tokenizer, the model's inputs, the window settings and this
@@ -224,13 +235,10 @@ def build_features(ds: datasets.Dataset, split: str, family: QAFamily, data_args
     fn = utils_qa.prepare_train_features if train else utils_qa.prepare_eval_features
     kwargs = {"family": family, "max_seq_length": data_args.max_seq_length, "doc_stride": data_args.doc_stride}
     key = _cache_key(ds, family, data_args, split)
-    cache_file = None
-    if cache_dir:
-        os.makedirs(cache_dir, exist_ok=True)
-        cache_file = os.path.join(cache_dir, f"qa-{split}-{key}.arrow")
-    stem = cache_file[: -len(".arrow")] if cache_file else None
-    if stem and not data_args.overwrite_cache and glob.glob(stem + "*.arrow"):
-        logger.info("%s: reusing the windows cached in %s*", split, stem)
+    os.makedirs(cache_dir, exist_ok=True)
+    cache_file = os.path.join(cache_dir, f"qa-{split}-{key}.arrow")
+    if not data_args.overwrite_cache and glob.glob(cache_file[: -len(".arrow")] + "*.arrow"):
+        logger.info("%s: reusing the windows cached in %s", split, cache_file)
     with training_args.main_process_first(desc=f"{split} windows"):
         features = ds.map(fn, batched=True, with_indices=not train, fn_kwargs=kwargs,
                           remove_columns=ds.column_names, num_proc=data_args.preprocessing_num_workers,
@@ -259,8 +267,8 @@ def _tokenizer_fingerprint(tokenizer: Any) -> str:
         return datasets.fingerprint.Hasher.hash((type(tokenizer).__name__, repr(tokenizer.init_kwargs), vocab))
 
 
-def default_cache_dir(model_args: ModelArguments) -> str:
-    return model_args.cache_dir or os.path.join(datasets.config.HF_DATASETS_CACHE, "qa_features")
+def features_cache_dir(model_args: ModelArguments) -> str:
+    return os.path.join(model_args.cache_dir or datasets.config.HF_DATASETS_CACHE, "qa_features")
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,15 +286,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     raw, reports = squad_v2.load_squad(data_args.dataset_name, data_args.dataset_config_name, data_args.train_file,
                                        data_args.validation_file, data_args.test_file, cache_dir=model_args.cache_dir,
                                        token=model_args.token)
-    check_answerability(raw, data_args)
+    check_answerability(raw, reports, data_args)
     model, tokenizer = load_model(model_args)
     family = QAFamily.detect(model, tokenizer, data_args.max_seq_length, model_args.offsets_by_alignment)
-    cache = default_cache_dir(model_args)
+    cache = features_cache_dir(model_args)
 
     # Features
     def features_for(split: str, n: int | None) -> tuple[datasets.Dataset, datasets.Dataset]:
         if split not in raw:
-            raise ValueError(f"--do_{'eval' if split == 'validation' else split} needs a {split} split: "
+            raise QAConfigError(f"--do_{'eval' if split == 'validation' else split} needs a {split} split: "
                              f"pass --{split}_file or a --dataset_name that has one")
         examples = limit(raw[split], n)
         return examples, build_features(examples, split, family, data_args, cache, training_args)
@@ -295,7 +303,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     eval_set = EvalSet(*features_for("validation", data_args.max_eval_samples)) if training_args.do_eval else None
 
     # Train
-    training_args.remove_unused_columns = False  # the features hold exactly what this model takes
     trainer = QuestionAnsweringTrainer(
         model=model, args=training_args, train_dataset=train_features, eval_set=eval_set,
         processing_class=tokenizer,
@@ -331,7 +338,7 @@ def cli(argv: list[str] | None = None) -> None:
     """Known user errors end with one clear line and a non-zero exit, not a traceback."""
     try:
         main(argv)
-    except (squad_v2.SquadFormatError, UnsupportedModelError, ValueError, FileNotFoundError, ImportError) as err:
+    except (squad_v2.SquadFormatError, QAConfigError, OSError, ImportError) as err:  # not bugs: no traceback
         message = " ".join(str(err).split())  # one line, whatever the library's message looked like
         print(f"qa.py: error: {message}", file=sys.stderr)
         sys.exit(2)

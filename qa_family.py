@@ -24,8 +24,12 @@ _PROBE_QUESTION = "what is it"
 _PROBE_CONTEXT = "it is here"
 
 
-class UnsupportedModelError(RuntimeError):
-    """A model the tool cannot drive as it is configured (the message says what to change)."""
+class QAConfigError(ValueError):
+    """A setting or input the tool cannot use; the message says what to change."""
+
+
+class UnsupportedModelError(QAConfigError):
+    """A model the tool cannot drive as it is configured."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,12 +74,14 @@ def align_offsets(text: str, surfaces: list[str], lookahead: int = 16) -> list[t
             origin.append(i)
     flat = "".join(folded)
     spans: list[tuple[int, int] | None] = []
-    pos = 0
+    pos, lost = 0, False
     for surface in surfaces:
         while pos < len(flat) and flat[pos].isspace():
             pos += 1
-        hit = flat.find(surface, pos, pos + len(surface) + lookahead) if surface else -1
-        if hit < 0:
+        # after an unmatched token the text may have moved on by any amount: search without a bound
+        hit = flat.find(surface, pos, None if lost else pos + len(surface) + lookahead) if surface else -1
+        lost = hit < 0
+        if lost:
             spans.append(None)
             continue
         end = hit + len(surface)
@@ -94,12 +100,7 @@ def _fill_gaps(text: str, spans: list[tuple[int, int] | None]) -> list[tuple[int
             prev_end = span[1]
             continue
         nxt = next((s[0] for s in spans[i + 1:] if s is not None), len(text))
-        start, end = prev_end, max(prev_end, nxt)
-        while start < end and text[start].isspace():
-            start += 1
-        while end > start and text[end - 1].isspace():
-            end -= 1
-        out.append((start, end))
+        out.append(_trim(text, prev_end, max(prev_end, nxt)))
     return out
 
 
@@ -129,7 +130,7 @@ class PairTemplate:
     suffix_types: tuple[int, ...]
     question_type: int
     context_type: int
-    null_token: int | None  # the id the model points at for "no answer" (CLS, else BOS); None: first token
+    null_at: tuple[str, int]  # where "no answer" points: ("prefix"|"middle"|"suffix", index), CLS else BOS
 
     @property
     def num_special(self) -> int:
@@ -158,12 +159,17 @@ def probe_template(tokenizer: Any, call: Callable[..., dict]) -> PairTemplate:
             "own tokens in order, so windows cannot be framed; use a tokenizer that encodes sentence pairs"
         )
     qe, ce = qs + len(q_ids), cs + len(c_ids)
-    special = set(ids[:qs] + ids[qe:cs] + ids[ce:])
-    null = next((t for t in (tokenizer.cls_token_id, tokenizer.bos_token_id) if t is not None and t in special), None)
+    parts = {"prefix": ids[:qs], "middle": ids[qe:cs], "suffix": ids[ce:]}
+    null_at = ("prefix", 0)  # no CLS or BOS: the first token (a question token, never part of an answer)
+    for token in (tokenizer.cls_token_id, tokenizer.bos_token_id):
+        found = [(name, part.index(token)) for name, part in parts.items() if token is not None and token in part]
+        if found:
+            null_at = found[0]
+            break
     return PairTemplate(
         prefix=tuple(ids[:qs]), middle=tuple(ids[qe:cs]), suffix=tuple(ids[ce:]),
         prefix_types=tuple(types[:qs]), middle_types=tuple(types[qe:cs]), suffix_types=tuple(types[ce:]),
-        question_type=types[qs] if q_ids else 0, context_type=types[cs] if c_ids else 0, null_token=null,
+        question_type=types[qs] if q_ids else 0, context_type=types[cs] if c_ids else 0, null_at=null_at,
     )
 
 
@@ -213,6 +219,12 @@ class QAFamily:
         _ensure_pad_token(tokenizer, model)
         _ensure_default_language(model)
         fixed, multiple = _length_rule(config, params, max_seq_length)
+        limit = model_length_limit(model, tokenizer)
+        if limit is not None and max_seq_length > limit:
+            raise QAConfigError(f"--max_seq_length {max_seq_length} is longer than this model takes ({limit} "
+                                f"positions): pass --max_seq_length {limit} or less")
+        if limit is not None and fixed is None:
+            multiple = multiple if math.ceil(max_seq_length / multiple) * multiple <= limit else 1
         fast = bool(getattr(tokenizer, "is_fast", False)) and not force_alignment and _has_offsets(call)
         family = cls(tokenizer=tokenizer, template=probe_template(tokenizer, call), fast_offsets=fast,
                      forward_params=params, pad_token_id=tokenizer.pad_token_id, fixed_length=fixed,
@@ -225,7 +237,7 @@ class QAFamily:
         parts = [f"tokenizer {type(self.tokenizer).__name__}",
                  "offsets from the tokenizer" if self.fast_offsets else "offsets by alignment",
                  f"template {list(t.prefix)} Q {list(t.middle)} C {list(t.suffix)}",
-                 f"null token {t.null_token}", f"inputs {sorted(self.model_inputs())}"]
+                 f"null at {t.null_at[0]}[{t.null_at[1]}]", f"inputs {sorted(self.model_inputs())}"]
         if self.fixed_length:
             parts.append(f"fixed length {self.fixed_length}")
         return "; ".join(parts)
@@ -257,7 +269,7 @@ class QAFamily:
         """Longest question that still leaves room for `doc_stride` + 1 context tokens."""
         room = max_seq_length - self.template.num_special - doc_stride - 1
         if room < 1:
-            raise ValueError(
+            raise QAConfigError(
                 f"--max_seq_length {max_seq_length} leaves no room for context after {self.template.num_special} "
                 f"special tokens and --doc_stride {doc_stride}: lower --doc_stride or raise --max_seq_length"
             )
@@ -293,8 +305,9 @@ class QAFamily:
         types = [*t.prefix_types, *[t.question_type] * len(question_ids), *t.middle_types,
                  *[t.context_type] * len(context_ids), *t.suffix_types]
         c_start = len(t.prefix) + len(question_ids) + len(t.middle)
-        null = ids.index(t.null_token) if t.null_token is not None else 0
-        return Window(ids, types, c_start, c_start + len(context_ids), null)
+        part, index = t.null_at
+        base = {"prefix": 0, "middle": len(t.prefix) + len(question_ids), "suffix": c_start + len(context_ids)}[part]
+        return Window(ids, types, c_start, c_start + len(context_ids), base + index)
 
     def token_inputs(self, input_ids: list[int]) -> dict[str, list[int]]:
         """Per-token inputs some tokenizers derive from the tokens (RoCBert's shape and pronunciation)."""
@@ -328,6 +341,24 @@ class QAFamily:
             extra["visual_feats"] = torch.zeros((b, 1, cfg.visual_feat_dim))
             extra["visual_pos"] = torch.zeros((b, 1, cfg.visual_pos_dim))
         return extra
+
+
+def model_length_limit(model: torch.nn.Module, tokenizer: Any) -> int | None:
+    """Most tokens the model can take: its learned position table, and the tokenizer's declared maximum.
+
+    RoBERTa-style tables skip the rows up to the padding index, so those do not count.
+    """
+    limits = []
+    for module in model.modules():
+        table = getattr(module, "position_embeddings", None)
+        if isinstance(table, torch.nn.Embedding):
+            skipped = table.padding_idx + 1 if table.padding_idx is not None else 0
+            limits.append(table.num_embeddings - skipped)
+            break
+    declared = getattr(tokenizer, "model_max_length", None)
+    if isinstance(declared, int) and 0 < declared < 10**6:  # "no limit" is a huge sentinel value
+        limits.append(declared)
+    return min(limits) if limits else None
 
 
 def _split_offsets(text: str, spans: list) -> tuple[list[int], list[int]]:
@@ -407,7 +438,7 @@ def _length_rule(config: Any, params: frozenset[str], max_seq_length: int) -> tu
     elif "attention_mask" not in params:  # FNet: padding changes outputs, so always pad the same
         fixed = int(math.ceil(max_seq_length / multiple) * multiple)
     if fixed is not None and fixed < max_seq_length:
-        raise ValueError(
+        raise QAConfigError(
             f"this model only takes sequences of exactly {fixed} tokens: pass --max_seq_length {fixed} or less"
         )
     return fixed, multiple

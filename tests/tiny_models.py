@@ -419,10 +419,6 @@ class Row:
     def config_class_name(self) -> str:
         return re.sub(r"ForQuestionAnswering(Simple)?$", "Config", self.class_name)
 
-    @property
-    def max_transformers(self) -> str | None:
-        return "4.57" if self.removed_in_v5 else None
-
     def unavailable_reason(self) -> str | None:
         """Why no model can be built here (None when it can)."""
         if not hasattr(transformers, self.config_class_name):
