@@ -132,8 +132,24 @@ def test_overwrite_output_dir_still_works_and_resume_is_announced(tmp_path):
     again = run_qa([*args, "--max_steps", "3"])
     assert again.returncode == 0, again.stderr[-2000:]
     assert "Resuming from" in again.stdout + again.stderr
-    fresh = run_qa([*args, "--overwrite_output_dir"])
+    fresh = run_qa([*args, "--overwrite_output_dir", "--do_eval", "--validation_file", str(data)])
     assert fresh.returncode == 0 and "Resuming from" not in fresh.stdout + fresh.stderr
+    v1 = read(out / "eval_results.json")  # SQuAD v1.1 data: v1.1 keys, no null odds
+    assert 0 <= v1["eval_exact_match"] <= v1["eval_f1"] <= 100 and not (out / "eval_null_odds.json").exists()
+
+
+def test_legacy_flags_map_to_their_replacements():
+    import qa
+
+    argv, overwrite = qa._legacy_flags(["--overwrite_output_dir", "--x", "1", "--overwrite_output_dir", "false",
+                                        "--warmup_ratio", "0.1", "--evaluation_strategy", "steps"])
+    fields = set(qa.TrainingArguments.__dataclass_fields__)
+    if "overwrite_output_dir" not in fields:
+        assert overwrite is False  # the last value wins
+        assert "--overwrite_output_dir" not in argv
+    if "warmup_ratio" not in fields:
+        assert argv[argv.index("--warmup_steps") + 1] == "0.1"
+    assert "--evaluation_strategy" not in argv and argv[argv.index("--eval_strategy") + 1] == "steps"
 
 
 # ---- several processes -------------------------------------------------------------------------

@@ -125,6 +125,11 @@ def test_training_labels_on_real_dev_v2(family):
 # ---- offsets without a fast tokenizer -----------------------------------------------------------
 
 
+def test_align_offsets_recover_after_a_long_unknown_run():
+    text = "a " + "\u2603" * 20 + " b c"
+    assert align_offsets(text, ["a", "[UNK]", "b", "c"]) == [(0, 1), (2, 22), (23, 24), (25, 26)]
+
+
 def test_align_offsets_hand_cases():
     text = "Héllo,  Wörld! [x]"
     assert align_offsets(text, ["hello", ",", "world", "!", "[", "x", "]"]) == [
@@ -223,3 +228,16 @@ def test_postprocess_hand_worked_two_windows():
     strict = utils_qa.postprocess_reference(["q"], [context], windows, [s0, s1], [e0, e1], [4, 3], [0, 0], 3, 30,
                                             True, -3.0)
     assert strict.predictions == {"q": ""}
+    # the same case through the device-side candidates and the vectorized merge
+    cand = utils_qa.top_candidates(torch.tensor(np.stack([s0, s1])), torch.tensor(np.stack([e0, e1])),
+                                   torch.tensor([1, 1]), torch.tensor([4, 3]), torch.tensor([0, 0]), 3, 30)
+    ours = utils_qa.postprocess(["q"], [context], windows, utils_qa.candidates_from_arrays(
+        tuple(c.numpy() for c in cand)), 3, True, 0.0)
+    assert ours.predictions == {"q": "delta"} and ours.null_odds == {"q": -2.5}
+    assert [p["text"] for p in ours.nbest_dict()["q"]] == ["delta", "alpha beta", "beta", ""]
+
+
+def test_nan_logits_never_win():
+    start = torch.tensor([[0.0, float("nan"), 1.0, 2.0, float("nan")]])
+    cand = utils_qa.top_candidates(start, start.clone(), torch.tensor([1]), torch.tensor([5]), torch.tensor([0]), 3, 30)
+    assert set(cand[0][0].tolist()) <= {2, 3, -1} and 3 in cand[0][0].tolist()
