@@ -243,9 +243,18 @@ def build_features(ds: datasets.Dataset, split: str, family: QAFamily, data_args
         features = ds.map(fn, batched=True, with_indices=not train, fn_kwargs=kwargs,
                           remove_columns=ds.column_names, num_proc=data_args.preprocessing_num_workers,
                           load_from_cache_file=not data_args.overwrite_cache, cache_file_name=cache_file,
-                          new_fingerprint=key, desc=f"Windows for {split}")
+                          new_fingerprint=key, desc=f"Windows for {split}", features=_int32_schema(ds, fn, kwargs))
     logger.info("%s: %d questions -> %d windows", split, len(ds), len(features))
     return features
+
+
+def _int32_schema(ds: datasets.Dataset, fn: Any, kwargs: dict) -> datasets.Features | None:
+    """Every window column is integers: int32 halves what int64 (Arrow's default) stores and reads."""
+    if len(ds) == 0:
+        return None
+    one = fn(ds[:1], **kwargs) if fn is utils_qa.prepare_train_features else fn(ds[:1], [0], **kwargs)
+    return datasets.Features({k: datasets.Sequence(datasets.Value("int32")) if isinstance(v[0], list)
+                              else datasets.Value("int32") for k, v in one.items()})
 
 
 def _cache_key(ds: datasets.Dataset, family: QAFamily, data_args: DataTrainingArguments, split: str) -> str:

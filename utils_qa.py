@@ -264,8 +264,8 @@ class WindowIndex:
             example_index=table.column("example_index").to_numpy(),
             context_start=table.column("context_start").to_numpy(),
             base=np.asarray(starts.offsets, dtype=np.int64) - starts.offsets[0].as_py(),
-            char_start=np.asarray(starts.flatten(), dtype=np.int64),
-            char_end=np.asarray(ends.flatten(), dtype=np.int64),
+            char_start=np.asarray(starts.flatten()),  # int32 columns: views, no copies
+            char_end=np.asarray(ends.flatten()),
         )
 
     def chars(self, window: np.ndarray, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
