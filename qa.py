@@ -26,6 +26,7 @@ from transformers import (AutoConfig, AutoModelForQuestionAnswering, AutoTokeniz
                           TrainingArguments, set_seed)
 from transformers.trainer_utils import get_last_checkpoint
 
+import qa_family
 import squad_v2
 import utils_qa
 from qa_family import QAConfigError, QAFamily
@@ -183,8 +184,8 @@ def find_checkpoint(training_args: TrainingArguments, overwrite: bool) -> str | 
         return last
     leftovers = [p.name for p in out.iterdir() if not p.name.startswith(".")]
     if leftovers:
-        raise QAConfigError(f"output directory {out} is not empty ({', '.join(sorted(leftovers)[:3])} ...) and has no "
-                         "checkpoint to resume from: pass --overwrite_output_dir or choose another --output_dir")
+        raise QAConfigError(f"output directory {out} is not empty ({', '.join(sorted(leftovers)[:3])} ...) and "
+                            "has no checkpoint to resume from: pass --overwrite_output_dir or choose another --output_dir")
     return None
 
 
@@ -259,21 +260,11 @@ def _int32_schema(ds: datasets.Dataset, fn: Any, kwargs: dict) -> datasets.Featu
 
 def _cache_key(ds: datasets.Dataset, family: QAFamily, data_args: DataTrainingArguments, split: str) -> str:
     h = hashlib.sha256()
-    for part in (datasets.fingerprint.Hasher.hash(ds.data), _tokenizer_fingerprint(family.tokenizer),
-                 family.describe(), str(sorted(family.model_inputs())), split, str(data_args.max_seq_length),
-                 str(data_args.doc_stride), Path(utils_qa.__file__).read_text(), Path(sys.modules[
-                     QAFamily.__module__].__file__).read_text()):
-        h.update(str(part).encode())
+    for part in (datasets.fingerprint.Hasher.hash(ds.data), family.fingerprint(), split,
+                 str(data_args.max_seq_length), str(data_args.doc_stride),
+                 Path(utils_qa.__file__).read_text(), Path(qa_family.__file__).read_text()):
+        h.update(part.encode())
     return h.hexdigest()[:16]
-
-
-def _tokenizer_fingerprint(tokenizer: Any) -> str:
-    """The tokenizer's hash; from its vocabulary and settings when it cannot be pickled (RoFormer's jieba)."""
-    try:
-        return datasets.fingerprint.Hasher.hash(tokenizer)
-    except Exception:
-        vocab = sorted(tokenizer.get_vocab().items())
-        return datasets.fingerprint.Hasher.hash((type(tokenizer).__name__, repr(tokenizer.init_kwargs), vocab))
 
 
 def features_cache_dir(model_args: ModelArguments) -> str:
@@ -304,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     def features_for(split: str, n: int | None) -> tuple[datasets.Dataset, datasets.Dataset]:
         if split not in raw:
             raise QAConfigError(f"--do_{'eval' if split == 'validation' else split} needs a {split} split: "
-                             f"pass --{split}_file or a --dataset_name that has one")
+                                f"pass --{split}_file or a --dataset_name that has one")
         examples = limit(raw[split], n)
         return examples, build_features(examples, split, family, data_args, cache, training_args)
 

@@ -8,6 +8,7 @@ and the model's config and `forward()` signature, never from a list of model nam
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+from datasets.fingerprint import Hasher
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +246,7 @@ class QAFamily:
 
     # ---- what the model takes ---------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def uses_token_type_ids(self) -> bool:
         """Only when the model takes them and has an embedding for every type id the template uses."""
         t = self.template
@@ -264,6 +266,15 @@ class QAFamily:
         if self.uses_token_type_ids:
             names.add("token_type_ids")
         return names | set(self.extra_inputs(torch.zeros((1, 8), dtype=torch.long), torch.ones(1, dtype=torch.long)))
+
+    def fingerprint(self) -> str:
+        """Identity of everything that shapes the windows: the tokenizer, the template, the model's inputs."""
+        try:
+            tokenizer = Hasher.hash(self.tokenizer)
+        except Exception:  # tokenizers with Python pre-tokenizers (RoFormer's jieba) do not pickle
+            tokenizer = Hasher.hash((type(self.tokenizer).__name__, repr(self.tokenizer.init_kwargs),
+                                     sorted(self.tokenizer.get_vocab().items())))
+        return Hasher.hash((tokenizer, self.describe(), sorted(self.model_inputs())))
 
     def max_question_tokens(self, max_seq_length: int, doc_stride: int) -> int:
         """Longest question that still leaves room for `doc_stride` + 1 context tokens."""
@@ -331,15 +342,12 @@ class QAFamily:
     def extra_inputs(self, input_ids: torch.Tensor, context_start: torch.Tensor) -> dict[str, torch.Tensor]:
         """Inputs a model needs beyond ids/mask/types, built for a padded batch."""
         b, n = input_ids.shape
-        cfg, p = self.model_config, self.forward_params
+        p = self.forward_params
         extra: dict[str, torch.Tensor] = {}
         if "global_attention_mask" in p:  # Longformer, LED: the question attends globally
             extra["global_attention_mask"] = (torch.arange(n)[None, :] < context_start[:, None]).long()
         if "bbox" in p:  # layout models: text with no layout sits in a zero box
             extra["bbox"] = torch.zeros((b, n, 4), dtype=torch.long)
-        if "visual_feats" in p and hasattr(cfg, "visual_feat_dim"):  # Lxmert: one blank region
-            extra["visual_feats"] = torch.zeros((b, 1, cfg.visual_feat_dim))
-            extra["visual_pos"] = torch.zeros((b, 1, cfg.visual_pos_dim))
         return extra
 
 

@@ -16,6 +16,9 @@ import numpy as np
 import torch
 from transformers import Trainer
 
+from metrics.squad.compute_score import score_v1
+from metrics.squad_v2.compute_score import score_v2
+
 from utils_qa import (EVAL_META, Candidates, QAPredictions, WindowIndex, candidates_from_arrays, postprocess,
                       top_candidates, write_predictions)
 
@@ -55,12 +58,8 @@ def score(examples: Any, preds: QAPredictions, settings: AnswerSettings) -> dict
     """Official-rule scores: v2 sweeps the real null odds, so best_f1_thresh is a usable threshold."""
     gold = {qid: list(a["text"]) for qid, a in zip(examples["id"], examples["answers"])}
     if settings.version_2_with_negative:
-        from metrics.squad_v2.compute_score import score_v2
-
         return dict(score_v2(gold, preds.best_spans, na_probs=preds.null_odds,
                              na_prob_thresh=settings.null_score_diff_threshold))
-    from metrics.squad.compute_score import score_v1
-
     return dict(score_v1(gold, preds.predictions))
 
 

@@ -77,6 +77,11 @@ def _model_columns(family: QAFamily, window) -> dict[str, Any]:
     return row
 
 
+def _append(columns: dict[str, list], row: dict[str, Any]) -> None:
+    for key, value in row.items():
+        columns.setdefault(key, []).append(value)
+
+
 def _answer_tokens(answer_start: int, answer_text: str, starts: list[int], ends: list[int]) -> tuple[int, int]:
     """First and last context token of an answer, by character offsets."""
     first = max(bisect.bisect_right(starts, answer_start) - 1, 0)
@@ -99,8 +104,7 @@ def prepare_train_features(examples: dict[str, list], family: QAFamily, max_seq_
                 end_pos = window.context_start + last - ws
         row["start_positions"], row["end_positions"] = start_pos, end_pos
         row["length"] = len(window.input_ids)  # lets length-grouped sampling skip reading every window
-        for key, value in row.items():
-            out.setdefault(key, []).append(value)
+        _append(out, row)
     return out
 
 
@@ -112,8 +116,7 @@ def prepare_eval_features(examples: dict[str, list], indices: list[int], family:
         row = _model_columns(family, window)
         row["example_index"] = indices[i]
         row["offset_starts"], row["offset_ends"] = starts[ws:we], ends[ws:we]
-        for key, value in row.items():
-            out.setdefault(key, []).append(value)
+        _append(out, row)
     return out
 
 
