@@ -96,10 +96,22 @@ class DataTrainingArguments:
                 raise QAConfigError(f"--{name} must be at least 1 (got {getattr(self, name)})")
 
 
+_GROUPED = "Batches of windows of similar length (our default; HF's is random): less padding, the same F1."
+if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:  # transformers 5
+    @dataclass
+    class QATrainingArguments(TrainingArguments):
+        train_sampling_strategy: str = field(default="group_by_length", metadata={
+            "help": f"{_GROUPED} Or random, sequential, batch_rebalance."})
+else:  # transformers 4.x
+    @dataclass
+    class QATrainingArguments(TrainingArguments):
+        group_by_length: bool = field(default=True, metadata={"help": f"{_GROUPED} --group_by_length false: random."})
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments, bool]:
     """Flags, or one .json/.yaml file of them; flags transformers 5 dropped still work (see `_legacy_flags`)."""
     argv, overwrite = _legacy_flags(list(sys.argv[1:] if argv is None else argv))
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, QATrainingArguments))
     if len(argv) == 1 and argv[0].endswith(".json"):
         model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(argv[0]))
     elif len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
@@ -134,8 +146,8 @@ def _legacy_flags(argv: list[str]) -> tuple[list[str], bool]:
     """Map run_qa.py flags that the installed transformers no longer has onto their replacements.
 
     --overwrite_output_dir: start afresh instead of resuming (handled by `find_checkpoint`);
-    --warmup_ratio R: --warmup_steps R (a float below 1 is a ratio); --group_by_length:
-    --train_sampling_strategy group_by_length; --evaluation_strategy: --eval_strategy.
+    --warmup_ratio R: --warmup_steps R (a float below 1 is a ratio); --group_by_length [true|false]:
+    --train_sampling_strategy group_by_length|random; --evaluation_strategy: --eval_strategy.
     """
     fields = set(TrainingArguments.__dataclass_fields__)
     overwrite = False
@@ -144,8 +156,7 @@ def _legacy_flags(argv: list[str]) -> tuple[list[str], bool]:
     if "warmup_ratio" not in fields and (ratio := _take(argv, "--warmup_ratio")) is not None:
         argv += ["--warmup_steps", ratio]
     if "group_by_length" not in fields and (group := _take(argv, "--group_by_length")) is not None:
-        if group.lower() not in _FALSE:
-            argv += ["--train_sampling_strategy", "group_by_length"]
+        argv += ["--train_sampling_strategy", "random" if group.lower() in _FALSE else "group_by_length"]
     if "evaluation_strategy" not in fields and (strategy := _take(argv, "--evaluation_strategy")) is not None:
         argv += ["--eval_strategy", strategy]
     return argv, overwrite
@@ -235,7 +246,8 @@ def build_features(ds: datasets.Dataset, split: str, family: QAFamily, data_args
     train = split == "train"
     fn = utils_qa.prepare_train_features if train else utils_qa.prepare_eval_features
     kwargs = {"family": family, "max_seq_length": data_args.max_seq_length, "doc_stride": data_args.doc_stride}
-    key = _cache_key(ds, family, data_args, split)
+    schema = _window_schema(ds, fn, kwargs)
+    key = _cache_key(ds, family, data_args, split, schema)
     os.makedirs(cache_dir, exist_ok=True)
     cache_file = os.path.join(cache_dir, f"qa-{split}-{key}.arrow")
     if not data_args.overwrite_cache and glob.glob(cache_file[: -len(".arrow")] + "*.arrow"):
@@ -244,27 +256,37 @@ def build_features(ds: datasets.Dataset, split: str, family: QAFamily, data_args
         features = ds.map(fn, batched=True, with_indices=not train, fn_kwargs=kwargs,
                           remove_columns=ds.column_names, num_proc=data_args.preprocessing_num_workers,
                           load_from_cache_file=not data_args.overwrite_cache, cache_file_name=cache_file,
-                          new_fingerprint=key, desc=f"Windows for {split}", features=_int32_schema(ds, fn, kwargs))
+                          new_fingerprint=key, desc=f"Windows for {split}", features=schema)
     logger.info("%s: %d questions -> %d windows", split, len(ds), len(features))
     return features
 
 
-def _int32_schema(ds: datasets.Dataset, fn: Any, kwargs: dict) -> datasets.Features | None:
-    """Every window column is integers: int32 halves what int64 (Arrow's default) stores and reads."""
+def _window_schema(ds: datasets.Dataset, fn: Any, kwargs: dict) -> datasets.Features | None:
+    """Every window column is integers: int32 halves what int64 (Arrow's default) stores and reads, and
+    token types (0, 1, at most 2) fit in int8."""
     if len(ds) == 0:
         return None
     one = fn(ds[:1], **kwargs) if fn is utils_qa.prepare_train_features else fn(ds[:1], [0], **kwargs)
-    return datasets.Features({k: datasets.Sequence(datasets.Value("int32")) if isinstance(v[0], list)
+    width = {"token_type_ids": "int8"}
+    return datasets.Features({k: datasets.Sequence(datasets.Value(width.get(k, "int32"))) if isinstance(v[0], list)
                               else datasets.Value("int32") for k, v in one.items()})
 
 
-def _cache_key(ds: datasets.Dataset, family: QAFamily, data_args: DataTrainingArguments, split: str) -> str:
+def _cache_key(ds: datasets.Dataset, family: QAFamily, data_args: DataTrainingArguments, split: str,
+               schema: datasets.Features | None) -> str:
     h = hashlib.sha256()
-    for part in (datasets.fingerprint.Hasher.hash(ds.data), family.fingerprint(), split,
+    for part in (datasets.fingerprint.Hasher.hash(ds.data), family.fingerprint(), split, str(schema),
                  str(data_args.max_seq_length), str(data_args.doc_stride),
                  Path(utils_qa.__file__).read_text(), Path(qa_family.__file__).read_text()):
         h.update(part.encode())
     return h.hexdigest()[:16]
+
+
+def with_lengths(features: datasets.Dataset, column: str) -> datasets.Dataset:
+    """A length column for length-grouped batches: without it the Trainer decodes every window to count."""
+    if column in features.column_names:
+        return features
+    return features.add_column(column, utils_qa.window_lengths(features))
 
 
 def features_cache_dir(model_args: ModelArguments) -> str:
@@ -299,7 +321,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         examples = limit(raw[split], n)
         return examples, build_features(examples, split, family, data_args, cache, training_args)
 
-    train_features = features_for("train", data_args.max_train_samples)[1] if training_args.do_train else None
+    train_features = (with_lengths(features_for("train", data_args.max_train_samples)[1],
+                                   training_args.length_column_name) if training_args.do_train else None)
     eval_set = EvalSet(*features_for("validation", data_args.max_eval_samples)) if training_args.do_eval else None
 
     # Train

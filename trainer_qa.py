@@ -20,7 +20,7 @@ from metrics.squad.compute_score import score_v1
 from metrics.squad_v2.compute_score import score_v2
 
 from utils_qa import (EVAL_META, Candidates, QAPredictions, WindowIndex, candidates_from_arrays, postprocess,
-                      top_candidates, write_predictions)
+                      top_candidates, window_lengths, write_predictions)
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +45,24 @@ class EvalSet:
 
     def __post_init__(self) -> None:
         self.windows = WindowIndex.from_features(self.features)
-        lengths = np.diff(np.asarray(self.features.data.column("input_ids").combine_chunks().offsets))
-        self.by_length = np.argsort(-lengths, kind="stable")
+        self.by_length = np.argsort(-window_lengths(self.features), kind="stable")
         model_cols = self.features.remove_columns([c for c in EVAL_META if c in self.features.column_names])
-        self.loader_dataset = model_cols.add_column("feature_index", list(range(len(model_cols)))).select(
+        self.loader_dataset = model_cols.add_column("feature_index", np.arange(len(model_cols))).select(
             self.by_length)
         self.ids = list(self.examples["id"])  # plain lists: a datasets Column costs ~35 us per index
-        self.contexts = list(self.examples["context"])
+        self.contexts = shared_strings(self.examples, "context")
+
+
+def shared_strings(ds: Any, column: str, batch_size: int = 1000) -> list[str]:
+    """A string column as a list in which equal values are one object.
+
+    SQuAD asks ~10 questions per paragraph; one str per question would hold each context ten times.
+    """
+    seen: dict[str, str] = {}
+    values: list[str] = []
+    for batch in ds.select_columns([column]).iter(batch_size=batch_size):
+        values += [seen.setdefault(v, v) for v in batch[column]]
+    return values
 
 
 def score(examples: Any, preds: QAPredictions, settings: AnswerSettings) -> dict[str, float]:
@@ -118,11 +129,13 @@ class QuestionAnsweringTrainer(Trainer):
         out = self.evaluation_loop(loader, description=prefix.capitalize(), prediction_loss_only=False,
                                    metric_key_prefix=prefix)
         cand = self._restore_order(out.predictions, len(data.features))
+        loop_metrics = out.metrics
+        del out  # the gathered candidates, now reordered in `cand`
         s = self.answer_settings
         preds = postprocess(data.ids, data.contexts, data.windows, cand, s.n_best_size, s.version_2_with_negative,
                             s.null_score_diff_threshold)
         forward = time.time() - start
-        metrics = {k: v for k, v in out.metrics.items() if not k.endswith("_loss")}
+        metrics = {k: v for k, v in loop_metrics.items() if not k.endswith("_loss")}
         metrics.update({f"{prefix}_runtime": round(forward, 4), f"{prefix}_samples": len(data.features),
                         f"{prefix}_samples_per_second": round(len(data.features) / forward, 3)})
         if self.args.should_save:
@@ -148,4 +161,4 @@ class QuestionAnsweringTrainer(Trainer):
                                "or duplicated across processes (--dataloader_drop_last drops the last batch)")
         inverse = np.empty(n_windows, dtype=np.int64)
         inverse[feature_index] = np.arange(n_windows)
-        return candidates_from_arrays(gathered[1:]).take(inverse)
+        return candidates_from_arrays(tuple(np.asarray(a)[inverse] for a in gathered[1:]))

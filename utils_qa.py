@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 
 from qa_family import QAFamily
@@ -125,6 +126,11 @@ def prepare_eval_features(examples: dict[str, list], indices: list[int], family:
 # --------------------------------------------------------------------------------------------
 
 
+def window_lengths(features: Any) -> np.ndarray:
+    """Tokens per window, from the Arrow list offsets: nothing is decoded."""
+    return pc.list_value_length(features.data.table.column("input_ids")).to_numpy()
+
+
 class QACollator:
     """Pads windows on the right to the batch's longest (or a fixed length) and adds family inputs.
 
@@ -172,15 +178,11 @@ class Candidates:
     better-ranked start, then end, where starts and ends are ranked by a stable descending sort.
     """
 
-    start_index: np.ndarray  # [N, n] token positions; -1 where the window has fewer valid spans
+    start_index: np.ndarray  # [N, n] int32 token positions; -1 where the window has fewer valid spans
     end_index: np.ndarray  # [N, n]
     start_logit: np.ndarray  # [N, n] float32 logits as the model gave them
     end_logit: np.ndarray  # [N, n]
     null_score: np.ndarray  # [N] float64: start + end logit at the window's null position
-
-    def take(self, order: np.ndarray) -> "Candidates":
-        return Candidates(*(a[order] for a in (self.start_index, self.end_index, self.start_logit,
-                                               self.end_logit, self.null_score)))
 
 
 def _top_k_stable(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,9 +230,9 @@ def top_candidates(start_logits: torch.Tensor, end_logits: torch.Tensor, context
     k = si.shape[1]
     a, b = pair // k, pair % k
     valid = torch.isfinite(best)
-    out = [si.gather(1, a).masked_fill(~valid, -1), ei.gather(1, b).masked_fill(~valid, -1),
+    out = [si.gather(1, a).masked_fill(~valid, -1).int(), ei.gather(1, b).masked_fill(~valid, -1).int(),
            sv.gather(1, a).masked_fill(~valid, float("-inf")), ev.gather(1, b).masked_fill(~valid, float("-inf"))]
-    out = [_pad_columns(t, n_best, -1 if t.dtype != torch.float32 else float("-inf")) for t in out]
+    out = [_pad_columns(t, n_best, -1 if t.dtype == torch.int32 else float("-inf")) for t in out]
     rows = torch.arange(start_logits.shape[0], device=start_logits.device)
     null = start_logits[rows, null_index].double() + end_logits[rows, null_index].double()
     return (*out, null)
@@ -238,8 +240,9 @@ def top_candidates(start_logits: torch.Tensor, end_logits: torch.Tensor, context
 
 def candidates_from_arrays(arrays: tuple[np.ndarray, ...]) -> Candidates:
     si, ei, sv, ev, null = arrays
-    return Candidates(si.astype(np.int64), ei.astype(np.int64), sv.astype(np.float32), ev.astype(np.float32),
-                      null.astype(np.float64))
+    return Candidates(si.astype(np.int32, copy=False), ei.astype(np.int32, copy=False),
+                      sv.astype(np.float32, copy=False), ev.astype(np.float32, copy=False),
+                      null.astype(np.float64, copy=False))
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,31 +252,55 @@ def candidates_from_arrays(arrays: tuple[np.ndarray, ...]) -> Candidates:
 
 @dataclass
 class WindowIndex:
-    """Flat arrays that turn (window, token) into character offsets without touching Python lists."""
+    """Turns (window, token) into character offsets, reading the Arrow columns where they lie.
+
+    The offsets stay in the blocks (record batches) of the features file, as views: one concatenated
+    copy would cost as much memory as the offsets themselves, and grows with the data.
+    """
 
     example_index: np.ndarray  # [N]
-    context_start: np.ndarray  # [N]
-    base: np.ndarray  # [N + 1] where each window's context offsets begin in the flat arrays
-    char_start: np.ndarray
-    char_end: np.ndarray
+    context_start: np.ndarray  # [N] first context token of each window
+    block: np.ndarray  # [N] which block holds the window's offsets
+    base: np.ndarray  # [N] where they begin in that block
+    length: np.ndarray  # [N] how many context tokens the window has
+    char_start: list[np.ndarray]  # per block
+    char_end: list[np.ndarray]
 
     @classmethod
     def from_features(cls, features: Any) -> "WindowIndex":
-        """Read straight from the Arrow columns of an evaluation feature dataset."""
-        table = features.data if hasattr(features, "data") else features
-        starts = table.column("offset_starts").combine_chunks()
-        ends = table.column("offset_ends").combine_chunks()
-        return cls(
-            example_index=table.column("example_index").to_numpy(),
-            context_start=table.column("context_start").to_numpy(),
-            base=np.asarray(starts.offsets, dtype=np.int64) - starts.offsets[0].as_py(),
-            char_start=np.asarray(starts.flatten()),  # int32 columns: views, no copies
-            char_end=np.asarray(ends.flatten()),
-        )
+        """Read straight from the Arrow columns of an evaluation feature dataset (or a pyarrow Table)."""
+        table = features.data.table if hasattr(features, "data") else features
+        blocks = table.select(["offset_starts", "offset_ends"]).to_batches()  # both columns cut alike
+        block, base, length = [], [], []
+        for k, batch in enumerate(blocks):
+            offsets = np.asarray(batch.column(0).offsets, dtype=np.int64)
+            block.append(np.full(batch.num_rows, k, dtype=np.int32))
+            base.append(offsets[:-1] - offsets[0])
+            length.append(np.diff(offsets))
+        flat = [(np.asarray(b.column(0).flatten()), np.asarray(b.column(1).flatten())) for b in blocks]
+        join = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
+        return cls(example_index=table.column("example_index").to_numpy(),
+                   context_start=table.column("context_start").to_numpy(),
+                   block=join(block, np.int32), base=join(base, np.int64), length=join(length, np.int64),
+                   char_start=[s for s, _ in flat], char_end=[e for _, e in flat])
+
+    def offsets(self, window: int) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end characters of one window's context tokens."""
+        k, b = self.block[window], self.base[window]
+        return self.char_start[k][b:b + self.length[window]], self.char_end[k][b:b + self.length[window]]
 
     def chars(self, window: np.ndarray, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        b = self.base[window] - self.context_start[window]
-        return self.char_start[b + first], self.char_end[b + last]
+        """Characters where token `first` starts and token `last` ends, for each (window, first, last)."""
+        dtype = self.char_start[0].dtype if self.char_start else np.int64
+        start, end = np.zeros(len(window), dtype), np.zeros(len(window), dtype)
+        pos = self.base[window] - self.context_start[window]
+        blocks = self.block[window]
+        by_block = np.argsort(blocks, kind="stable")
+        present, first_row = np.unique(blocks[by_block], return_index=True)
+        for k, rows in zip(present.tolist(), np.split(by_block, first_row[1:])):
+            start[rows] = self.char_start[k][pos[rows] + first[rows]]
+            end[rows] = self.char_end[k][pos[rows] + last[rows]]
+        return start, end
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,29 +335,44 @@ class NBest:
     example: np.ndarray  # [R] question of each row, ascending
     char_start: np.ndarray  # [R]
     char_end: np.ndarray
-    start_logit: np.ndarray  # NaN on a null row
+    start_logit: np.ndarray  # float32 as the model gave them; NaN on a null row
     end_logit: np.ndarray
-    score: np.ndarray
+    score: np.ndarray  # float64
     probability: np.ndarray
     is_null: np.ndarray
 
-    def items(self) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-        """(id, n-best list) per question, built one question at a time."""
-        cs, ce, sl, el, sc, p, null = (a.tolist() for a in (self.char_start, self.char_end, self.start_logit,
-                                                             self.end_logit, self.score, self.probability,
-                                                             self.is_null))
+    @classmethod
+    def allocate(cls, ids: list[str], contexts: list[str], n_rows: int) -> "NBest":
+        """Columns for `n_rows` rows, filled block by block: no concatenated copy of the whole."""
+        return cls(ids, contexts, *(np.empty(n_rows, dtype) for dtype in (
+            np.int32, np.int32, np.int32, np.float32, np.float32, np.float64, np.float64, bool)))
+
+    def fill(self, rows: slice, *columns: np.ndarray) -> None:
+        names = ("example", "char_start", "char_end", "start_logit", "end_logit", "score", "probability", "is_null")
+        for name, values in zip(names, columns, strict=True):
+            getattr(self, name)[rows] = values
+
+    def items(self, block: int = 4096) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        """(id, n-best list) per question; rows become Python objects `block` questions at a time, since
+        all of them at once would take several times the memory of the arrays."""
         bounds = np.searchsorted(self.example, np.arange(len(self.ids) + 1)).tolist()
-        for e, qid in enumerate(self.ids):
-            rows = []
-            for r in range(bounds[e], bounds[e + 1]):
-                if null[r]:
-                    row = {"text": "", "offsets": [0, 0], "start_logit": None, "end_logit": None}
-                else:
-                    row = {"text": self.contexts[e][cs[r]:ce[r]], "offsets": [cs[r], ce[r]],
-                           "start_logit": sl[r], "end_logit": el[r]}
-                row["score"], row["probability"] = sc[r], p[r]
-                rows.append(row)
-            yield qid, rows
+        for lo in range(0, len(self.ids), block):
+            hi = min(lo + block, len(self.ids))
+            r0, r1 = bounds[lo], bounds[hi]
+            cs, ce, sl, el, sc, p, null = (a[r0:r1].tolist() for a in (
+                self.char_start, self.char_end, self.start_logit, self.end_logit, self.score, self.probability,
+                self.is_null))
+            for e in range(lo, hi):
+                rows = []
+                for r in range(bounds[e] - r0, bounds[e + 1] - r0):
+                    if null[r]:
+                        row = {"text": "", "offsets": [0, 0], "start_logit": None, "end_logit": None}
+                    else:
+                        row = {"text": self.contexts[e][cs[r]:ce[r]], "offsets": [cs[r], ce[r]],
+                               "start_logit": sl[r], "end_logit": el[r]}
+                    row["score"], row["probability"] = sc[r], p[r]
+                    rows.append(row)
+                yield self.ids[e], rows
 
     @_without_gc
     def to_dict(self) -> dict[str, list[dict[str, Any]]]:
@@ -359,54 +401,80 @@ def _group_softmax(scores: np.ndarray, groups: np.ndarray, n_groups: int) -> np.
 
 @_without_gc
 def postprocess(ids: list[str], contexts: list[str], windows: WindowIndex, cand: Candidates, n_best_size: int,
-                version_2_with_negative: bool, null_score_diff_threshold: float = 0.0) -> QAPredictions:
+                version_2_with_negative: bool, null_score_diff_threshold: float = 0.0,
+                block: int = 4096) -> QAPredictions:
     """Best answers per question from every window's candidate spans, with array operations only.
 
     Same result as `postprocess_reference`: spans ranked by start + end logit over all windows of a
-    question, ties going to the earlier window and then to the window's own order.
+    question, ties going to the earlier window and then to the window's own order. Questions are taken
+    `block` at a time into n-best columns sized up front, so the temporaries stay the same size however
+    many questions there are.
     """
     n_questions = len(ids)
-    win, rank = np.nonzero(cand.start_index >= 0)
+    spans_per_window = (cand.start_index >= 0).sum(1)
+    n_spans = np.minimum(np.bincount(windows.example_index, weights=spans_per_window, minlength=n_questions),
+                         n_best_size).astype(np.int64)
+    row_bounds = np.concatenate([[0], np.cumsum(n_spans + version_2_with_negative)])
+    nbest = NBest.allocate(ids, contexts, int(row_bounds[-1]))
+    by_question = np.argsort(windows.example_index, kind="stable")  # each question's windows together, in order
+    window_bounds = np.searchsorted(windows.example_index[by_question], np.arange(n_questions + 1))
+    best_text: list[str] = []
+    odds = np.empty(n_questions if version_2_with_negative else 0)
+    for lo in range(0, n_questions, block):
+        hi = min(lo + block, n_questions)
+        rows = slice(row_bounds[lo], row_bounds[hi])
+        text, block_odds = _answer_block(by_question[window_bounds[lo]:window_bounds[hi]], lo, hi - lo, windows,
+                                         cand, n_best_size, version_2_with_negative, nbest, rows)
+        best_text += text
+        if version_2_with_negative:
+            odds[lo:hi] = block_odds
+    if not version_2_with_negative:
+        return QAPredictions(dict(zip(ids, best_text)), dict(zip(ids, best_text)), {}, nbest)
+    odds_list = odds.tolist()
+    preds = {qid: "" if o > null_score_diff_threshold else t for qid, o, t in zip(ids, odds_list, best_text)}
+    return QAPredictions(preds, dict(zip(ids, best_text)), dict(zip(ids, odds_list)), nbest)
+
+
+def _answer_block(win_of_block: np.ndarray, first: int, n_questions: int, windows: WindowIndex, cand: Candidates,
+                  n_best_size: int, version_2_with_negative: bool, nbest: NBest,
+                  rows: slice) -> tuple[list[str], np.ndarray | None]:
+    """Questions first .. first + n_questions - 1: their best span texts and null odds; their n-best rows go
+    into `nbest[rows]`."""
+    w, rank = np.nonzero(cand.start_index[win_of_block] >= 0)
+    win = win_of_block[w]
     sl, el = cand.start_logit[win, rank], cand.end_logit[win, rank]
     score = sl.astype(np.float64) + el.astype(np.float64)
-    ex = windows.example_index[win]
+    ex = windows.example_index[win] - first
     order = np.lexsort((rank, win, -score, ex))
     ex_sorted = ex[order]
-    first_of_group = np.searchsorted(ex_sorted, ex_sorted, side="left")
-    keep = order[np.arange(len(order)) - first_of_group < n_best_size]
-    win, rank, ex, score = win[keep], rank[keep], ex[keep], score[keep]
+    keep = order[np.arange(len(order)) - np.searchsorted(ex_sorted, ex_sorted, side="left") < n_best_size]
+    win, rank, ex, score, sl, el = win[keep], rank[keep], ex[keep], score[keep], sl[keep], el[keep]
     char_start, char_end = windows.chars(win, cand.start_index[win, rank], cand.end_index[win, rank])
-    sl, el = sl[keep].astype(np.float64), el[keep].astype(np.float64)
     has_span = np.bincount(ex, minlength=n_questions) > 0
     best_row = np.searchsorted(ex, np.arange(n_questions))  # first (best) span row of each question
-    best_text = [contexts[e][char_start[r]:char_end[r]] if has_span[e] else ""
+    contexts = nbest.contexts
+    best_text = [contexts[first + e][char_start[r]:char_end[r]] if has_span[e] else ""
                  for e, r in enumerate(best_row.tolist())]
     position = np.arange(len(ex)) - best_row[ex]  # rank within the question
     is_null = np.zeros(len(ex), dtype=bool)
-    preds, odds = dict(zip(ids, best_text)), {}
+    odds = None
     if version_2_with_negative:
         null = np.full(n_questions, np.inf)
-        np.minimum.at(null, windows.example_index, cand.null_score)
-        best_score = np.where(has_span, score[np.minimum(best_row, len(score) - 1)] if len(score) else 0.0, 0.0)
-        odds_arr = np.where(has_span, null - best_score, NO_SPAN_ODDS)
-        odds = dict(zip(ids, odds_arr.tolist()))
-        preds = {qid: "" if o > null_score_diff_threshold else t for qid, o, t in zip(ids, odds_arr.tolist(), best_text)}
+        np.minimum.at(null, windows.example_index[win_of_block] - first, cand.null_score[win_of_block])
+        best_score = score[np.minimum(best_row, len(score) - 1)] if len(score) else np.zeros(n_questions)
+        odds = np.where(has_span, null - best_score, NO_SPAN_ODDS)
         # the null answer goes before the first span that scores below it
         at = np.bincount(ex, weights=(score >= null[ex]), minlength=n_questions)
-        ex = np.concatenate([ex, np.arange(n_questions)])
-        position = np.concatenate([position, at - 0.5])
-        score = np.concatenate([score, null])
-        char_start = np.concatenate([char_start, np.zeros(n_questions, dtype=char_start.dtype)])
-        char_end = np.concatenate([char_end, np.zeros(n_questions, dtype=char_end.dtype)])
-        sl = np.concatenate([sl, np.full(n_questions, np.nan)])
-        el = np.concatenate([el, np.full(n_questions, np.nan)])
+        nulls = np.arange(n_questions)
+        ex, position, score = (np.concatenate(p) for p in ((ex, nulls), (position, at - 0.5), (score, null)))
+        char_start, char_end = (np.concatenate([a, np.zeros(n_questions, a.dtype)]) for a in (char_start, char_end))
+        sl, el = (np.concatenate([a, np.full(n_questions, np.nan, a.dtype)]) for a in (sl, el))
         is_null = np.concatenate([is_null, np.ones(n_questions, dtype=bool)])
-        rows = np.lexsort((position, ex))
-        ex, score, char_start, char_end, sl, el, is_null = (a[rows] for a in (ex, score, char_start, char_end,
-                                                                               sl, el, is_null))
-    nbest = NBest(ids, contexts, ex, char_start, char_end, sl, el, score, _group_softmax(score, ex, n_questions),
-                  is_null)
-    return QAPredictions(preds, dict(zip(ids, best_text)), odds, nbest)
+        by_rank = np.lexsort((position, ex))
+        ex, score, char_start, char_end, sl, el, is_null = (a[by_rank] for a in (ex, score, char_start, char_end,
+                                                                                  sl, el, is_null))
+    nbest.fill(rows, ex + first, char_start, char_end, sl, el, score, _group_softmax(score, ex, n_questions), is_null)
+    return best_text, odds
 
 
 @_without_gc
@@ -424,6 +492,7 @@ def postprocess_reference(ids: list[str], contexts: list[str], windows: WindowIn
         for w in by_example.get(e, []):
             s, t = start_logits[w], end_logits[w]
             cs, ce = int(windows.context_start[w]), context_end[w]
+            char_starts, char_ends = windows.offsets(w)
             null_score = min(null_score, float(s[null_index[w]]) + float(t[null_index[w]]))
             starts = sorted(range(cs, ce), key=lambda i: -float(s[i]))[:n_best_size]
             ends = sorted(range(cs, ce), key=lambda i: -float(t[i]))[:n_best_size]
@@ -431,9 +500,8 @@ def postprocess_reference(ids: list[str], contexts: list[str], windows: WindowIn
                 for j in ends:
                     if j < i or j - i + 1 > max_answer_length:
                         continue
-                    b = int(windows.base[w]) - cs
-                    spans.append({"text": contexts[e][windows.char_start[b + i]:windows.char_end[b + j]],
-                                  "offsets": [int(windows.char_start[b + i]), int(windows.char_end[b + j])],
+                    first, last = int(char_starts[i - cs]), int(char_ends[j - cs])
+                    spans.append({"text": contexts[e][first:last], "offsets": [first, last],
                                   "start_logit": float(s[i]), "end_logit": float(t[j]),
                                   "score": float(s[i]) + float(t[j])})
         spans = sorted(spans, key=lambda p: -p["score"])[:n_best_size]

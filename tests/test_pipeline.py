@@ -20,9 +20,10 @@ COMMON = ["--model_name_or_path", MODEL, "--max_seq_length", "96", "--doc_stride
           "--per_device_eval_batch_size", "3", "--use_cpu", "true", "--save_strategy", "no"]
 
 
-def run_qa(args: list[str], cwd: Path = REPO, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+def run_qa(args: list[str], cwd: Path = REPO, launcher: list[str] | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     cmd = (launcher or [sys.executable]) + [str(REPO / "qa.py"), *args]
-    return subprocess.run(cmd, cwd=cwd, env=OFFLINE, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, cwd=cwd, env={**OFFLINE, **(env or {})}, capture_output=True, text=True, timeout=900)
 
 
 def read(path: Path):
@@ -152,17 +153,33 @@ def test_legacy_flags_map_to_their_replacements():
     assert "--evaluation_strategy" not in argv and argv[argv.index("--eval_strategy") + 1] == "steps"
 
 
+@pytest.mark.parametrize("flags,grouped", [([], True), (["--group_by_length", "false"], False),
+                                           (["--group_by_length"], True)])
+def test_length_grouped_batches_by_default(tmp_path, flags, grouped):
+    """Grouping is our default (README: Performance); HF's flag still turns it off, on 4.x and 5.x alike."""
+    import qa
+
+    _, _, args, _ = qa.parse_args(["--model_name_or_path", str(MODEL), "--output_dir", str(tmp_path),
+                                   "--train_file", str(REPO / "data" / "sample_squad_v2.json"), *flags])
+    strategy = getattr(args, "train_sampling_strategy", None)
+    assert (strategy == "group_by_length" or getattr(args, "group_by_length", False)) is grouped
+
+
 # ---- several processes -------------------------------------------------------------------------
 
 
 def test_two_process_evaluation_equals_one_process(tmp_path):
-    """gloo on CPU, 3 windows a batch per process and an odd number of windows: the last batch is uneven."""
+    """gloo on CPU, 3 windows a batch per process and an odd number of windows: the last batch is uneven.
+
+    Both runs use one thread per process (torchrun's default), since the thread count changes how
+    matrix products sum and so the last bits of the logits."""
     data = squad_file(tmp_path / "d.json")
     args = [*COMMON, "--validation_file", str(data), "--do_eval", "--version_2_with_negative"]
-    one = run_qa([*args, "--output_dir", str(tmp_path / "one")])
+    one = run_qa([*args, "--output_dir", str(tmp_path / "one")], env={"OMP_NUM_THREADS": "1"})
     assert one.returncode == 0, one.stderr[-3000:]
     two = run_qa([*args, "--output_dir", str(tmp_path / "two")],
-                 launcher=[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"])
+                 launcher=[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"],
+                 env={"OMP_NUM_THREADS": "1"})
     assert two.returncode == 0, two.stderr[-3000:]
     windows = read(tmp_path / "one" / "eval_results.json")["eval_windows"]
     assert windows % 2 == 1 and windows > 6
@@ -183,3 +200,26 @@ def test_aligned_offsets_give_the_same_answers(tmp_path):
     assert "offsets by alignment" in aligned.stdout and "offsets from the tokenizer" in fast.stdout
     for name in ("eval_predictions", "eval_nbest_predictions", "eval_null_odds"):
         assert read(tmp_path / "fast" / f"{name}.json") == read(tmp_path / "aligned" / f"{name}.json")
+
+
+def test_torch_compile_gives_the_eager_answers(tmp_path):
+    """--torch_compile (inductor, on CPU here) on a tiny BERT: the answers of the eager model, scores equal up
+    to float rounding. Windows of several padded lengths make it recompile for new shapes."""
+    import tiny_models
+
+    model = tiny_models.build_tiny("Bert", tmp_path / "bert")
+    data = squad_file(tmp_path / "d.json")
+    args = ["--model_name_or_path", str(model), "--validation_file", str(data), "--do_eval",
+            "--version_2_with_negative", "--max_seq_length", "96", "--doc_stride", "32", "--report_to", "none",
+            "--per_device_eval_batch_size", "4", "--use_cpu", "true"]
+    eager = run_qa([*args, "--output_dir", str(tmp_path / "eager")])
+    assert eager.returncode == 0, eager.stderr[-3000:]
+    inductor = tmp_path / "inductor"
+    compiled = run_qa([*args, "--torch_compile", "--output_dir", str(tmp_path / "compiled")],
+                      env={"TORCHINDUCTOR_CACHE_DIR": str(inductor)})
+    assert compiled.returncode == 0, compiled.stderr[-3000:]
+    assert any(inductor.rglob("*.py")), "nothing was compiled"
+    assert read(tmp_path / "eager" / "eval_predictions.json") == read(tmp_path / "compiled" / "eval_predictions.json")
+    odds_eager, odds_compiled = (read(tmp_path / run / "eval_null_odds.json") for run in ("eager", "compiled"))
+    assert odds_eager.keys() == odds_compiled.keys()
+    assert all(abs(odds_eager[q] - odds_compiled[q]) < 1e-5 for q in odds_eager)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -38,7 +39,8 @@ def eval_features(batch: dict, family: QAFamily, max_len: int, stride: int):
     import datasets
 
     feats = utils_qa.prepare_eval_features(batch, list(range(len(batch["id"]))), family, max_len, stride)
-    return datasets.Dataset.from_dict(feats)
+    table = pa.Table.from_pydict(feats)  # in blocks of 17 windows, as a features file holds them in blocks
+    return datasets.Dataset(pa.Table.from_batches(table.to_batches(max_chunksize=17)))
 
 
 # ---- windows ----------------------------------------------------------------------------------
@@ -175,7 +177,7 @@ def _random_logits(feats, seed: int, ties: bool) -> tuple[list[np.ndarray], list
     return starts, ends
 
 
-def _vectorized(sample, feats, starts, ends, n_best, max_len, v2, thresh):
+def _vectorized(sample, feats, starts, ends, n_best, max_len, v2, thresh, block=4096):
     width = max(len(s) for s in starts)
     pad = lambda rows: torch.tensor(np.stack([np.pad(r, (0, width - len(r)), constant_values=-5.0) for r in rows]))
     cand = utils_qa.top_candidates(pad(starts), pad(ends), torch.tensor(feats["context_start"]),
@@ -183,19 +185,19 @@ def _vectorized(sample, feats, starts, ends, n_best, max_len, v2, thresh):
                                    max_len)
     cand = utils_qa.candidates_from_arrays(tuple(c.numpy() for c in cand))
     return utils_qa.postprocess(sample["id"], sample["context"], utils_qa.WindowIndex.from_features(feats), cand,
-                                n_best, v2, thresh)
+                                n_best, v2, thresh, block)
 
 
-@pytest.mark.parametrize("seed,ties,n_best,max_len,v2,thresh", [
-    (0, False, 20, 30, True, 0.0), (1, True, 20, 30, True, 0.0), (2, True, 5, 3, True, 1.5),
-    (3, False, 20, 30, False, 0.0), (4, True, 1, 1, False, 0.0), (5, True, 7, 10, True, -2.0)])
-def test_postprocess_equals_plain_loop(family, sample, seed, ties, n_best, max_len, v2, thresh):
+@pytest.mark.parametrize("seed,ties,n_best,max_len,v2,thresh,block", [
+    (0, False, 20, 30, True, 0.0, 4096), (1, True, 20, 30, True, 0.0, 3), (2, True, 5, 3, True, 1.5, 4096),
+    (3, False, 20, 30, False, 0.0, 2), (4, True, 1, 1, False, 0.0, 4096), (5, True, 7, 10, True, -2.0, 5)])
+def test_postprocess_equals_plain_loop(family, sample, seed, ties, n_best, max_len, v2, thresh, block):
     feats = eval_features(sample, family, 48, 12)  # several windows per question
     starts, ends = _random_logits(feats, seed, ties)
     ref = utils_qa.postprocess_reference(sample["id"], sample["context"], utils_qa.WindowIndex.from_features(feats),
                                          starts, ends, feats["context_end"], feats["null_index"], n_best, max_len,
                                          v2, thresh)
-    ours = _vectorized(sample, feats, starts, ends, n_best, max_len, v2, thresh)
+    ours = _vectorized(sample, feats, starts, ends, n_best, max_len, v2, thresh, block)  # small blocks: several
     assert ours.predictions == ref.predictions
     assert ours.best_spans == ref.best_spans
     assert ours.null_odds == ref.null_odds
@@ -211,9 +213,11 @@ def test_postprocess_hand_worked_two_windows():
     """One question, two windows; the best span is in the second window, the null is the smaller one."""
     context = "alpha beta gamma delta"
     # window 0 holds tokens alpha beta gamma at positions 1..3, window 1 holds gamma delta at 1..2
-    windows = utils_qa.WindowIndex(example_index=np.array([0, 0]), context_start=np.array([1, 1]),
-                                   base=np.array([0, 3, 5]), char_start=np.array([0, 6, 11, 11, 17]),
-                                   char_end=np.array([5, 10, 16, 16, 22]))
+    # each window in its own record batch, as a features file written in blocks has them
+    rows = [{"example_index": [0], "context_start": [1], "offset_starts": [[0, 6, 11]], "offset_ends": [[5, 10, 16]]},
+            {"example_index": [0], "context_start": [1], "offset_starts": [[11, 17]], "offset_ends": [[16, 22]]}]
+    windows = utils_qa.WindowIndex.from_features(pa.Table.from_batches([pa.RecordBatch.from_pydict(r) for r in rows]))
+    assert len(windows.char_start) == 2
     s0 = np.array([3.0, 1.0, 0.5, 0.0, -9.0], dtype=np.float32)  # null 3.0 + 1.0 = 4.0
     e0 = np.array([1.0, 0.0, 2.0, 1.0, -9.0], dtype=np.float32)
     s1 = np.array([1.0, -1.0, 2.5, -9.0, -9.0], dtype=np.float32)  # null 1.0 + 0.5 = 1.5
