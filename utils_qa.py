@@ -12,6 +12,7 @@ loop over every start/end pair: the oracle for tests and the baseline for the be
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import gc
 import json
@@ -31,6 +32,7 @@ from qa_family import QAFamily
 logger = logging.getLogger(__name__)
 
 NO_SPAN_ODDS = 1e9  # null odds written for a question with no valid span (JSON has no infinity)
+QUESTION_BLOCK = 4096  # questions post-processed / written at a time: temporaries stay this size at any scale
 EVAL_META = ("offset_starts", "offset_ends", "example_index")  # bookkeeping kept out of the model's batches
 
 
@@ -348,11 +350,11 @@ class NBest:
             np.int32, np.int32, np.int32, np.float32, np.float32, np.float64, np.float64, bool)))
 
     def fill(self, rows: slice, *columns: np.ndarray) -> None:
-        names = ("example", "char_start", "char_end", "start_logit", "end_logit", "score", "probability", "is_null")
-        for name, values in zip(names, columns, strict=True):
-            getattr(self, name)[rows] = values
+        """Columns in field order, from `example` on."""
+        for f, values in zip(dataclasses.fields(self)[2:], columns, strict=True):
+            getattr(self, f.name)[rows] = values
 
-    def items(self, block: int = 4096) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    def items(self, block: int = QUESTION_BLOCK) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         """(id, n-best list) per question; rows become Python objects `block` questions at a time, since
         all of them at once would take several times the memory of the arrays."""
         bounds = np.searchsorted(self.example, np.arange(len(self.ids) + 1)).tolist()
@@ -402,7 +404,7 @@ def _group_softmax(scores: np.ndarray, groups: np.ndarray, n_groups: int) -> np.
 @_without_gc
 def postprocess(ids: list[str], contexts: list[str], windows: WindowIndex, cand: Candidates, n_best_size: int,
                 version_2_with_negative: bool, null_score_diff_threshold: float = 0.0,
-                block: int = 4096) -> QAPredictions:
+                block: int = QUESTION_BLOCK) -> QAPredictions:
     """Best answers per question from every window's candidate spans, with array operations only.
 
     Same result as `postprocess_reference`: spans ranked by start + end logit over all windows of a
