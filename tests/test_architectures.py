@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import transformers
 
 import tiny_models
-from paths import REPO
+from helpers import REPO, run_qa
 from squad_data import contexts_by_id, squad_file
+
+pytestmark = pytest.mark.slow
 
 LEGACY_PYTHON = Path(os.environ.get("QA_V457_VENV", REPO / ".venv-v457")) / "bin" / "python"
 EXPECTED_FAILURES = {  # row -> words the error message must contain
@@ -38,12 +39,6 @@ def qa_args(model: Path, data: Path, test: Path, out: Path, max_len: int) -> lis
             "--output_dir", str(out), "--cache_dir", str(out.parent / "cache"), "--overwrite_output_dir"]
 
 
-def run(python: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
-    return subprocess.run([python, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-
-
 def run_here(model: Path, args: list[str], capsys) -> tuple[int, str]:
     """qa.py's command line in this process (imports are paid once for all rows)."""
     import qa
@@ -58,10 +53,11 @@ def run_here(model: Path, args: list[str], capsys) -> tuple[int, str]:
 
 def run_legacy(row_name: str, model: Path, args: list[str], cwd: Path) -> tuple[int, str]:
     """Build and run in the transformers 4.57.x environment, in a separate process."""
-    build = run(str(LEGACY_PYTHON), ["-c", f"import tiny_models; tiny_models.build_tiny({row_name!r}, {str(model)!r})"],
-                REPO)
+    env = {"PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+    build = run_qa([f"import tiny_models; tiny_models.build_tiny({row_name!r}, {str(model)!r})"],
+                   launcher=[str(LEGACY_PYTHON), "-c"], env=env)
     assert build.returncode == 0, build.stderr[-3000:]
-    proc = run(str(LEGACY_PYTHON), [str(REPO / "qa.py"), *args], cwd)
+    proc = run_qa(args, cwd=cwd, launcher=[str(LEGACY_PYTHON), str(REPO / "qa.py")], env=env)
     return proc.returncode, proc.stderr
 
 

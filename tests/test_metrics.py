@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from paths import REPO, SHARED_SQUAD
+from helpers import REPO, SHARED_SQUAD
 
 from metrics.squad.compute_score import score_v1
 from metrics.squad_v2.compute_score import MissingPredictionsError, score_v2
@@ -219,6 +219,7 @@ def v2_files(tmp_path: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_v2_cli_plain(tmp_path: Path, v2_files: dict[str, str]) -> None:
     done = _run(V2_CLI, v2_files["data"], v2_files["pred"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -226,6 +227,7 @@ def test_v2_cli_plain(tmp_path: Path, v2_files: dict[str, str]) -> None:
     _assert_scores(json.loads(done.stdout), V2_PLAIN)
 
 
+@pytest.mark.slow
 def test_v2_cli_na_probs_and_out_file(tmp_path: Path, v2_files: dict[str, str]) -> None:
     out = tmp_path / "eval.json"
     done = _run(
@@ -236,6 +238,7 @@ def test_v2_cli_na_probs_and_out_file(tmp_path: Path, v2_files: dict[str, str]) 
     _assert_scores(json.loads(out.read_text(encoding="utf-8")), V2_THRESH)
 
 
+@pytest.mark.slow
 def test_v2_cli_image_dir_is_accepted_with_a_note(tmp_path: Path, v2_files: dict[str, str]) -> None:
     done = _run(
         V2_CLI, v2_files["data"], v2_files["pred"], "-n", v2_files["na"], "-p", str(tmp_path), "-v", cwd=tmp_path
@@ -245,6 +248,7 @@ def test_v2_cli_image_dir_is_accepted_with_a_note(tmp_path: Path, v2_files: dict
     assert list(json.loads(done.stdout)) == list(V2_THRESH)
 
 
+@pytest.mark.slow
 def test_v2_cli_missing_prediction_fails(tmp_path: Path, v2_files: dict[str, str]) -> None:
     pred = _write(tmp_path / "partial.json", {"h1": "x", "h2": "y", "n1": ""})
     done = _run(V2_CLI, v2_files["data"], pred, cwd=tmp_path)
@@ -253,6 +257,7 @@ def test_v2_cli_missing_prediction_fails(tmp_path: Path, v2_files: dict[str, str
     assert done.stdout == ""
 
 
+@pytest.mark.slow
 def test_v1_cli(tmp_path: Path) -> None:
     gold = {"q1": ["Denver Broncos"], "q2": ["«Été» 1999"], "q3": ["blue sky"]}
     data = _write(tmp_path / "dev.json", _official_json(gold, "1.1"))
@@ -265,6 +270,7 @@ def test_v1_cli(tmp_path: Path) -> None:
     assert done.stderr == "Unanswered question q3 will receive score 0.\n"
 
 
+@pytest.mark.slow
 def test_v1_cli_warns_about_dataset_version(tmp_path: Path) -> None:
     data = _write(tmp_path / "dev.json", _official_json({"q": ["x"]}, "v2.0"))
     done = _run(V1_CLI, data, _write(tmp_path / "pred.json", {"q": "x"}), cwd=tmp_path)
@@ -293,6 +299,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_evaluate_load_offline_matches_cli(tmp_path: Path, v2_files: dict[str, str]) -> None:
     """Fresh module cache, offline, loaded from the repo root and from another cwd."""
     na_in_gold_order = {qid: V2_NA_PROBS[qid] for qid in V2_GOLD}

@@ -562,6 +562,18 @@ def build_config(row: Row, tok: Any) -> Any:
     return config_class(**kwargs)
 
 
+def tiny_model(name: str) -> tuple[Any, Any]:
+    """The tiny model `name` and its family's tokenizer, in memory (the tokenizer is shared per family)."""
+    row = ROW_BY_NAME[name]
+    reason = row.unavailable_reason()
+    if reason:
+        raise RuntimeError(reason)
+    tok = family_tokenizer(row.family)
+    tok.model_max_length = row.max_length
+    torch.manual_seed(SEED)
+    return getattr(transformers, row.class_name)(build_config(row, tok)), tok
+
+
 def build_tiny(name: str, dest: Path) -> Path:
     """Build the tiny model `name` (a MODELS.md name, e.g. "Bert") into `dest` and return `dest`.
 
@@ -572,17 +584,17 @@ def build_tiny(name: str, dest: Path) -> Path:
     if reason and not hasattr(transformers, row.config_class_name):
         raise RuntimeError(reason)
     dest = Path(dest)
+    if not reason:
+        model, tok = tiny_model(name)
+        tok.save_pretrained(dest)
+        model.save_pretrained(dest)
+        return dest
+    # no weights can be made; a placeholder lets loading reach the model's own dependency check
     tok = family_tokenizer(row.family)
     tok.model_max_length = row.max_length  # shared per family: set before every save
     tok.save_pretrained(dest)
-    config = build_config(row, tok)
-    if reason:  # no weights can be made; a placeholder lets loading reach the model's own dependency check
-        config.save_pretrained(dest)
-        from safetensors.torch import save_file
+    build_config(row, tok).save_pretrained(dest)
+    from safetensors.torch import save_file
 
-        save_file({"placeholder": torch.zeros(1)}, str(dest / "model.safetensors"), metadata={"format": "pt"})
-        return dest
-    torch.manual_seed(SEED)
-    model = getattr(transformers, row.class_name)(config)
-    model.save_pretrained(dest)
+    save_file({"placeholder": torch.zeros(1)}, str(dest / "model.safetensors"), metadata={"format": "pt"})
     return dest

