@@ -10,11 +10,17 @@ Same flags as HF's examples/pytorch/question-answering/run_qa.py. Launch with `p
 
 from __future__ import annotations
 
+import difflib
+import errno
 import functools
+import json
 import logging
 import os
+import re
+import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,15 +28,17 @@ from typing import Any
 import datasets
 import torch
 import transformers
+import yaml
 from transformers import (AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer, HfArgumentParser,
                           TrainingArguments, set_seed)
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import squad_v2
 import utils_qa
 from metrics.scoring import score_answers
 from qakit.batches import QACollator
-from qakit.errors import QAConfigError
+from qakit.checkpoints import is_complete, last_complete_checkpoint
+from qakit.errors import QAConfigError, QAError
 from qakit.family import QAFamily, prepare_model
 from qakit.features import EvalSet, build_features, limit, with_lengths
 from trainer_qa import QuestionAnsweringTrainer
@@ -113,16 +121,93 @@ else:  # transformers 4.x
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments, bool]:
-    """Flags, or one .json/.yaml file of them; flags transformers 5 dropped still work (see `_legacy_flags`)."""
-    argv, overwrite = _legacy_flags(list(sys.argv[1:] if argv is None else argv))
+    """Flags, or one .json/.yaml file of them (read as the same flags); flags transformers 5 dropped still
+    work (see `_legacy_flags`). Every mistake is a `QAConfigError` naming the flag or the file's key."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    source = "the command line"
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        source, argv = argv[0], args_file_to_flags(argv[0])
+    argv, overwrite = _legacy_flags(argv)
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, QATrainingArguments))
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(argv[0]))
-    elif len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        model_args, data_args, training_args = parser.parse_yaml_file(os.path.abspath(argv[0]))
-    else:
+    _, unknown = parser.parse_known_args(args=argv)
+    if unknown:
+        raise QAConfigError(f"unknown argument(s) in {source}: {' '.join(unknown)}{_suggestion(parser, unknown)} "
+                            "(python qa.py --help lists them all)")
+    train_together_on_cpu()
+    try:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    except QAConfigError:
+        raise
+    except ValueError as err:  # TrainingArguments' own checks of flag combinations
+        raise QAConfigError(f"in {source}: {err}") from err
+    _check_batch_sizes(training_args)
     return model_args, data_args, training_args, overwrite or bool(getattr(training_args, "overwrite_output_dir", False))
+
+
+def args_file_to_flags(path: str) -> list[str]:
+    """A JSON or YAML mapping of argument names to values, as the flags it stands for."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise QAConfigError(f"cannot read the arguments file {path}: {err.strerror}") from err
+    try:
+        values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except json.JSONDecodeError as err:
+        raise QAConfigError(f"{path} line {err.lineno}, column {err.colno}: {err.msg} (not valid JSON)") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise QAConfigError(f"{path}{where}: {getattr(err, 'problem', None) or err} (not valid YAML)") from err
+    if not isinstance(values, dict):
+        raise QAConfigError(f"{path} must hold a mapping of argument names to values, e.g. "
+                            "model_name_or_path: bert-base-uncased")
+    flags: list[str] = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        items = value if isinstance(value, list) else [value]
+        flags.append(f"--{key}")
+        flags += [json.dumps(v) if isinstance(v, dict) else str(v).lower() if isinstance(v, bool) else str(v)
+                  for v in items]
+    return flags
+
+
+def _suggestion(parser: HfArgumentParser, unknown: list[str]) -> str:
+    known = [o for action in parser._actions for o in action.option_strings]
+    close = [m for flag in unknown if flag.startswith("--")
+             for m in difflib.get_close_matches(flag.split("=")[0], known, n=1)]
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def _check_batch_sizes(args: TrainingArguments) -> None:
+    """Checked here, before any data is read, rather than when the first batch is made."""
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(args, name) < 1:
+            raise QAConfigError(f"--{name} must be at least 1 (got {getattr(args, name)})")
+
+
+_LAUNCH_SIZE = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")  # as accelerate reads them
+
+
+def train_together_on_cpu() -> None:
+    """Processes started together (torchrun) on a machine without an accelerator train as one gloo group.
+
+    Without this, accelerate runs each process alone unless told to use the CPU, and every copy writes the
+    same output folder. Set before TrainingArguments sets its device up, which it does while being made.
+    """
+    processes = max(int(os.environ.get(name) or 1) for name in _LAUNCH_SIZE)
+    if processes > 1 and not _distributed_accelerator():
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+
+
+def _distributed_accelerator() -> bool:
+    """An accelerator that launched processes can share (CUDA, XPU, NPU, ...); the CPU and MPS are none."""
+    try:
+        from accelerate.utils import get_distributed_backend, get_torch_accelerator_backend  # accelerate >= 1.16
+    except ImportError:
+        from accelerate.utils import is_npu_available, is_xpu_available
+        return torch.cuda.is_available() or is_npu_available() or is_xpu_available()
+    return get_distributed_backend(get_torch_accelerator_backend()[0]) is not None
 
 
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
@@ -187,13 +272,25 @@ def setup_logging(training_args: TrainingArguments) -> None:
 
 
 def find_checkpoint(training_args: TrainingArguments, overwrite: bool) -> str | None:
-    """HF's habit: resume from the last checkpoint in output_dir unless told to overwrite."""
-    if training_args.resume_from_checkpoint:
-        return training_args.resume_from_checkpoint
+    """HF's habit: resume from the last checkpoint in output_dir unless told to overwrite.
+
+    Overwriting means a fresh start: the earlier run's checkpoints go (a later plain rerun would resume
+    them and replace the new model with the old one), and so do files a killed run left half-written.
+    """
     out = Path(training_args.output_dir)
+    with training_args.main_process_first(desc="output folder"):  # one process per node changes the folder
+        remove_leftovers(out)
+        if training_args.do_train and overwrite and not training_args.resume_from_checkpoint:
+            remove_checkpoints(out)
+    complete = {"with_optimizer": not training_args.save_only_model}
+    if training_args.resume_from_checkpoint:
+        if not is_complete(training_args.resume_from_checkpoint, **complete):
+            raise QAConfigError(f"--resume_from_checkpoint {training_args.resume_from_checkpoint} is not a complete "
+                                "checkpoint (checkpoint-N with trainer_state.json, weights, optimizer, ...)")
+        return training_args.resume_from_checkpoint
     if not training_args.do_train or overwrite or not out.is_dir():
         return None
-    last = get_last_checkpoint(str(out))
+    last = last_complete_checkpoint(out, **complete)
     if last is not None:
         logger.info("Resuming from %s (pass --overwrite_output_dir to start again)", last)
         return last
@@ -204,12 +301,69 @@ def find_checkpoint(training_args: TrainingArguments, overwrite: bool) -> str | 
     return None
 
 
+def remove_leftovers(out: Path) -> None:
+    """Temporary files of an atomic write that a killed run never renamed (`qakit.files`)."""
+    stale = sorted(out.glob(".tmp-*")) if out.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        logger.info("Removed %d unfinished file(s) of an earlier run from %s", len(stale), out)
+
+
+def remove_checkpoints(out: Path) -> None:
+    old = sorted(p for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir()) if out.is_dir() else []
+    if old:
+        logger.warning("--overwrite_output_dir: removing %d checkpoint(s) of the earlier run in %s (%s)", len(old),
+                       out, ", ".join(p.name for p in old))
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def disk_errors(output_dir: str):
+    """A full disk anywhere in saving is one clear line naming the folder, whatever library was writing."""
+    try:
+        yield
+    except Exception as err:
+        text = str(err)
+        full = (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left on device" in text \
+            or "StorageFull" in text
+        if not full:
+            raise
+        where = getattr(err, "filename", None) or output_dir
+        raise QAConfigError(f"no space left on the device holding {where} (--output_dir {output_dir}): free space "
+                            "there or choose another --output_dir; a rerun resumes from the last complete checkpoint"
+                            ) from err
+
+
+_REPO_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+def check_model_source(name: str, flag: str) -> None:
+    """A local model path that is wrong is reported as such, not as a hub or network problem."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise QAConfigError(f"{flag} {name}: the folder has no config.json, so it is not a saved model "
+                                "(a model folder holds config.json, the weights and the tokenizer files)")
+    elif path.exists():
+        raise QAConfigError(f"{flag} {name} is a file; pass the folder that holds config.json and the weights")
+    elif not _REPO_ID.match(name) or name.startswith((".", "~")):
+        raise QAConfigError(f"{flag} {name}: no such folder (and not a hub model id); check the path")
+
+
 def load_model(model_args: ModelArguments) -> tuple[torch.nn.Module, Any]:
     """Config, tokenizer and span-prediction model; fast tokenizer when the family has one."""
+    check_model_source(model_args.model_name_or_path, "--model_name_or_path")
+    for flag in ("config_name", "tokenizer_name"):
+        if getattr(model_args, flag):
+            check_model_source(getattr(model_args, flag), f"--{flag}")
     hub = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
            "trust_remote_code": model_args.trust_remote_code}
     config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub)
+    tokenizer_source = model_args.tokenizer_name or model_args.model_name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **hub)
+    check_vocabulary(tokenizer, config, tokenizer_source)
     dtype = model_args.torch_dtype if model_args.torch_dtype == "auto" else getattr(torch, model_args.torch_dtype)
     kwargs: dict[str, Any] = {"dtype": dtype}  # transformers 5 defaults to the checkpoint's dtype; we do not
     if model_args.attn_implementation:
@@ -217,6 +371,31 @@ def load_model(model_args: ModelArguments) -> tuple[torch.nn.Module, Any]:
     model = AutoModelForQuestionAnswering.from_pretrained(model_args.model_name_or_path, config=config, **hub, **kwargs)
     prepare_model(model, tokenizer)
     return model, tokenizer
+
+
+def check_vocabulary(tokenizer: Any, config: Any, source: str) -> None:
+    """A tokenizer that does not fit the model gives F1 0 with exit 0; transformers 5 builds a 5-token one
+    for a folder without tokenizer files. Refuse it."""
+    vocab = getattr(config, "vocab_size", None)
+    if not isinstance(vocab, int) or vocab <= 0:
+        return
+    size = len(tokenizer)
+    if size < vocab // 2 or max(tokenizer.get_vocab().values(), default=0) >= vocab:
+        raise QAConfigError(
+            f"the tokenizer loaded from {source} has {size} tokens but the model's vocab_size is {vocab}: the "
+            "folder probably lacks its tokenizer files (tokenizer.json, vocab.txt, spiece.model, ...); copy them "
+            "there or pass --tokenizer_name")
+
+
+def check_unknown_share(family: QAFamily, raw: datasets.DatasetDict, source: str, n: int = 200,
+                        limit_share: float = 0.5) -> None:
+    """Most context tokens unknown means the tokenizer does not belong to this data or model."""
+    split = next(iter(raw))
+    share = family.unknown_share(list(dict.fromkeys(raw[split]["context"][:n * 10]))[:n])
+    if share > limit_share:
+        raise QAConfigError(
+            f"the tokenizer loaded from {source} maps {100 * share:.0f}% of the {split} contexts' tokens to its "
+            "unknown token: it does not fit this data or model; pass the model's own tokenizer (--tokenizer_name)")
 
 
 def check_answerability(raw: datasets.DatasetDict, reports: dict, data_args: DataTrainingArguments) -> None:
@@ -254,12 +433,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     check_answerability(raw, reports, data_args)
     model, tokenizer = load_model(model_args)
     family = QAFamily.detect(model, tokenizer, data_args.max_seq_length, model_args.offsets_by_alignment)
+    check_unknown_share(family, raw, model_args.tokenizer_name or model_args.model_name_or_path)
 
     # Features: questions -> windows (cached)
     def features_for(split: str, n: int | None) -> tuple[datasets.Dataset, datasets.Dataset]:
         if split not in raw:
-            raise QAConfigError(f"--do_{'eval' if split == 'validation' else split} needs a {split} split: "
-                                f"pass --{split}_file or a --dataset_name that has one")
+            flag = {"train": "--do_train", "validation": "--do_eval", "test": "--do_predict"}[split]
+            raise QAConfigError(f"{flag} needs a {split} split: pass --{split}_file or a --dataset_name that has one")
         examples = limit(raw[split], n)
         features = build_features(examples, split, family, data_args.max_seq_length, data_args.doc_stride,
                                   features_cache_dir(model_args), overwrite_cache=data_args.overwrite_cache,
@@ -280,27 +460,28 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data_collator=QACollator(family, data_args.max_seq_length, data_args.pad_to_max_length),
         answer_settings=settings, answer_questions=functools.partial(answer_questions, settings=settings))
     results: dict[str, float] = {}
-    if training_args.do_train:
-        out = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
-        metrics = dict(out.metrics, train_samples=len(train_features))
-        trainer.log_metrics("train", metrics)
-        trainer.save_metrics("train", metrics)
-        trainer.save_state()
-        results.update(metrics)
+    with disk_errors(training_args.output_dir):
+        if training_args.do_train:
+            out = trainer.train(resume_from_checkpoint=checkpoint)
+            trainer.save_model()
+            metrics = dict(out.metrics, train_samples=len(train_features))
+            trainer.log_metrics("train", metrics)
+            trainer.save_metrics("train", metrics)
+            trainer.save_state()
+            results.update(metrics)
 
-    # Predict -> post-process -> score -> write: `answer_questions`, run by evaluate() and predict()
-    if training_args.do_eval:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-        results.update(metrics)
-    if training_args.do_predict:
-        examples, features = features_for("test", data_args.max_predict_samples)
-        _, metrics = trainer.predict(EvalSet(examples, features, has_answers=reports["test"].has_answers))
-        trainer.log_metrics("predict", metrics)
-        trainer.save_metrics("predict", metrics)
-        results.update(metrics)
+        # Predict -> post-process -> score -> write: `answer_questions`, run by evaluate() and predict()
+        if training_args.do_eval:
+            metrics = trainer.evaluate()
+            trainer.log_metrics("eval", metrics)
+            trainer.save_metrics("eval", metrics)
+            results.update(metrics)
+        if training_args.do_predict:
+            examples, features = features_for("test", data_args.max_predict_samples)
+            _, metrics = trainer.predict(EvalSet(examples, features, has_answers=reports["test"].has_answers))
+            trainer.log_metrics("predict", metrics)
+            trainer.save_metrics("predict", metrics)
+            results.update(metrics)
     return results
 
 
@@ -313,6 +494,7 @@ def answer_questions(trainer: QuestionAnsweringTrainer, data: EvalSet, prefix: s
     """
     start = time.time()
     cand, metrics = trainer.predict_candidates(data, prefix)
+    utils_qa.check_finite(cand, data.windows.example_index, data.ids)
     preds = utils_qa.postprocess(data.ids, data.contexts, data.windows, cand, settings.n_best_size,
                                  settings.version_2_with_negative, settings.null_score_diff_threshold)
     forward = time.time() - start
@@ -339,9 +521,10 @@ def cli(argv: list[str] | None = None) -> None:
     """Known user errors end with one clear line and a non-zero exit, not a traceback."""
     try:
         main(argv)
-    except (squad_v2.SquadFormatError, QAConfigError, OSError, ImportError) as err:  # not bugs: no traceback
+    except (squad_v2.SquadFormatError, QAError, OSError, ImportError) as err:  # not bugs: no traceback
         message = " ".join(str(err).split())  # one line, whatever the library's message looked like
-        print(f"qa.py: error: {message}", file=sys.stderr)
+        fresh_line = "\n" if sys.stderr.isatty() else ""  # after a progress bar's last, unfinished line
+        print(f"{fresh_line}qa.py: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -8,16 +8,24 @@ function qa.py passes in, so the same steps run for the final evaluation and dur
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+import os
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
+from qakit.checkpoints import whole_run_train_loss
 from qakit.features import EvalSet
+from qakit.files import write_atomic, write_json
 from utils_qa import AnswerSettings, Candidates, QAPredictions, candidates_from_arrays, top_candidates
 
 AnswerFn = Callable[["QuestionAnsweringTrainer", EvalSet, str], tuple[dict[str, float], QAPredictions]]
+logger = logging.getLogger(__name__)
 
 
 class QuestionAnsweringTrainer(Trainer):
@@ -51,6 +59,39 @@ class QuestionAnsweringTrainer(Trainer):
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, metrics)
         return preds, metrics
 
+    def train(self, resume_from_checkpoint: str | None = None, *args: Any, **kwargs: Any):
+        """As Trainer.train, but train_loss is the mean over the whole run, also after a resume (Trainer's
+        own covers only the steps since the resume)."""
+        resumed_at = 0
+        if resume_from_checkpoint:
+            with open(os.path.join(resume_from_checkpoint, "trainer_state.json"), encoding="utf-8") as f:
+                resumed_at = json.load(f)["global_step"]
+        out = super().train(resume_from_checkpoint, *args, **kwargs)
+        if resumed_at:
+            loss = whole_run_train_loss(self.state.log_history, resumed_at, out.global_step, out.training_loss)
+            out.metrics["train_loss"] = loss
+            out = out._replace(training_loss=loss)
+            if self.state.log_history and "train_loss" in self.state.log_history[-1]:
+                self.state.log_history[-1]["train_loss"] = loss  # the summary entry Trainer just appended
+        return out
+
+    def save_metrics(self, split: str, metrics: dict[str, float], combined: bool = True) -> None:
+        """Trainer's files, written whole or not at all; a damaged all_results.json of an earlier run is
+        replaced (with a warning) rather than crashing this run at its very end."""
+        if not self.is_world_process_zero():
+            return
+        write_json(os.path.join(self.args.output_dir, f"{split}_results.json"), metrics, indent=4, sort_keys=True)
+        if combined:
+            path = os.path.join(self.args.output_dir, "all_results.json")
+            everything = _read_results(path)
+            everything.update(metrics)
+            write_json(path, everything, indent=4, sort_keys=True)
+
+    def save_state(self) -> None:
+        if self.is_world_process_zero():
+            state = json.dumps(dataclasses.asdict(self.state), indent=2, sort_keys=True) + "\n"
+            write_atomic(os.path.join(self.args.output_dir, "trainer_state.json"), lambda f: f.write(state))
+
     def _answer(self, data: EvalSet | None, prefix: str) -> tuple[dict[str, float], QAPredictions]:
         if data is None:
             raise ValueError("nothing to evaluate: pass --validation_file or --dataset_name with a validation split")
@@ -59,6 +100,14 @@ class QuestionAnsweringTrainer(Trainer):
         return self.answer_questions(self, data, prefix)
 
     # ---- Trainer internals: the same names and signatures in transformers 4.57 and 5.x ------
+
+    def _get_train_sampler(self, *args: Any, **kwargs: Any):
+        """Length-grouped batches whose order depends only on (seed, epoch), so a resumed run is exact."""
+        sampler = super()._get_train_sampler(*args, **kwargs)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            sampler = EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
 
     def _get_eval_sampler(self, eval_dataset):
         """Keep the length order of the windows, even when training groups batches by length (5.x would
@@ -87,6 +136,43 @@ class QuestionAnsweringTrainer(Trainer):
                                    metric_key_prefix=prefix)
         loop_metrics = {k: v for k, v in out.metrics.items() if not k.endswith("_loss")}
         return restore_order(out.predictions, len(data.features)), loop_metrics
+
+
+def _read_results(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            results = json.load(f)
+        if isinstance(results, dict):
+            return results
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        pass
+    logger.warning("%s from an earlier run is damaged; writing it anew with this run's results", path)
+    return {}
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """HF's length-grouped order, drawn from (seed, epoch) alone, as accelerate's seedable random sampler is.
+
+    HF's draws each epoch's permutation from the global torch RNG when the epoch's iterator starts, so a run
+    resumed mid-epoch draws another order, skips the wrong batches and trains on others. The Trainer calls
+    set_epoch before every epoch, also on the loader that skips the batches already trained.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        yield from get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
+        self.epoch += 1  # a loop that never calls set_epoch still gets a new order each pass
 
 
 def restore_order(gathered: tuple[np.ndarray, ...], n_windows: int) -> Candidates:

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from qakit.errors import QARunError
 from qakit.files import write_atomic, write_json
 from qakit.windows import WindowIndex
 
@@ -55,6 +56,7 @@ class Candidates:
     start_logit: np.ndarray  # [N, n] float32 logits as the model gave them
     end_logit: np.ndarray  # [N, n]
     null_score: np.ndarray  # [N] float64: start + end logit at the window's null position
+    nonfinite: np.ndarray  # [N] bool: a NaN or infinite logit in the context or at the null position
 
 
 def _top_k_stable(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,14 +109,27 @@ def top_candidates(start_logits: torch.Tensor, end_logits: torch.Tensor, context
     out = [_pad_columns(t, n_best, -1 if t.dtype == torch.int32 else float("-inf")) for t in out]
     rows = torch.arange(start_logits.shape[0], device=start_logits.device)
     null = start_logits[rows, null_index].double() + end_logits[rows, null_index].double()
-    return (*out, null)
+    bad = ~(torch.isfinite(start_logits) & torch.isfinite(end_logits)) & ~outside
+    return (*out, null, bad.any(1) | ~torch.isfinite(null))
 
 
 def candidates_from_arrays(arrays: tuple[np.ndarray, ...]) -> Candidates:
-    si, ei, sv, ev, null = arrays
+    si, ei, sv, ev, null, nonfinite = arrays
     return Candidates(si.astype(np.int32, copy=False), ei.astype(np.int32, copy=False),
                       sv.astype(np.float32, copy=False), ev.astype(np.float32, copy=False),
-                      null.astype(np.float64, copy=False))
+                      null.astype(np.float64, copy=False), nonfinite.astype(bool, copy=False))
+
+
+def check_finite(cand: Candidates, example_index: np.ndarray, ids: list[str], shown: int = 5) -> None:
+    """NaN or infinite logits would end as "no answer" everywhere with a plausible-looking score: refuse."""
+    bad = np.flatnonzero(cand.nonfinite)
+    if len(bad):
+        questions = list(dict.fromkeys(ids[e] for e in example_index[bad].tolist()))
+        raise QARunError(
+            f"the model gave NaN or infinite logits for {len(bad)} of {len(cand.nonfinite)} windows (windows "
+            f"{', '.join(map(str, bad[:shown].tolist()))}{', ...' if len(bad) > shown else ''}; questions "
+            f"{', '.join(questions[:shown])}{', ...' if len(questions) > shown else ''}): its weights or the "
+            "training diverged (check the loss; with --fp16 try --bf16 or full precision); nothing was written")
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,6 +221,48 @@ class QAPredictions:
         return self.nbest.to_dict() if isinstance(self.nbest, NBest) else self.nbest
 
 
+def strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """A span without whitespace at either end: a token that carries a space or a newline (byte-level BPE,
+    characters) can start or end a span, and the answer would keep it."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+_SPACE = np.array([chr(c).isspace() for c in range(0x3001)])  # no code point above U+3000 is whitespace
+
+
+def _space_mask(text: str) -> np.ndarray:
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    return _SPACE[np.minimum(codes, len(_SPACE) - 1)] & (codes < len(_SPACE))
+
+
+def _strip_spans(contexts: list[str], question: np.ndarray, start: np.ndarray, end: np.ndarray) -> None:
+    """`strip_span` on every row, in place: whitespace at the edges is found with array operations, and
+    only the (few) rows that have some are visited one by one."""
+    if not len(start):
+        return
+    questions, row_question = np.unique(question, return_inverse=True)
+    slot: dict[int, int] = {}  # one mask per distinct context object: contexts are shared per paragraph
+    masks: list[np.ndarray] = []
+    question_slot = np.empty(len(questions), dtype=np.int64)
+    for k, q in enumerate(questions.tolist()):
+        text = contexts[q]
+        if id(text) not in slot:
+            slot[id(text)] = len(masks)
+            masks.append(_space_mask(text))
+        question_slot[k] = slot[id(text)]
+    base = np.concatenate([[0], np.cumsum([len(m) for m in masks])])[question_slot[row_question]]
+    flat = np.concatenate(masks)
+    edge = np.zeros(len(start), dtype=bool)
+    some = end > start
+    edge[some] = flat[base[some] + start[some]] | flat[base[some] + end[some] - 1]
+    for r in np.flatnonzero(edge).tolist():
+        start[r], end[r] = strip_span(contexts[question[r]], int(start[r]), int(end[r]))
+
+
 def _group_softmax(scores: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
     top = np.full(n_groups, -np.inf)
     np.maximum.at(top, groups, scores)
@@ -264,9 +321,10 @@ def _answer_block(win_of_block: np.ndarray, first: int, n_questions: int, window
     keep = order[np.arange(len(order)) - np.searchsorted(ex_sorted, ex_sorted, side="left") < n_best_size]
     win, rank, ex, score, sl, el = win[keep], rank[keep], ex[keep], score[keep], sl[keep], el[keep]
     char_start, char_end = windows.chars(win, cand.start_index[win, rank], cand.end_index[win, rank])
+    contexts = nbest.contexts
+    _strip_spans(contexts, ex + first, char_start, char_end)
     has_span = np.bincount(ex, minlength=n_questions) > 0
     best_row = np.searchsorted(ex, np.arange(n_questions))  # first (best) span row of each question
-    contexts = nbest.contexts
     best_text = [contexts[first + e][char_start[r]:char_end[r]] if has_span[e] else ""
                  for e, r in enumerate(best_row.tolist())]
     position = np.arange(len(ex)) - best_row[ex]  # rank within the question
@@ -314,7 +372,7 @@ def postprocess_reference(ids: list[str], contexts: list[str], windows: WindowIn
                 for j in ends:
                     if j < i or j - i + 1 > max_answer_length:
                         continue
-                    first, last = int(char_starts[i - cs]), int(char_ends[j - cs])
+                    first, last = strip_span(contexts[e], int(char_starts[i - cs]), int(char_ends[j - cs]))
                     spans.append({"text": contexts[e][first:last], "offsets": [first, last],
                                   "start_logit": float(s[i]), "end_logit": float(t[j]),
                                   "score": float(s[i]) + float(t[j])})

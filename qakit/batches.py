@@ -36,7 +36,7 @@ class QACollator:
             batch["attention_mask"] = (torch.arange(n)[None, :] < lengths[:, None]).long()
         meta = {k: torch.tensor([r[k] for r in rows]) for k in ("context_start", "context_end", "null_index",
                                                                "feature_index") if k in rows[0]}
-        batch.update(fam.extra_inputs(batch["input_ids"], meta["context_start"]))
+        batch.update(fam.extra_inputs(batch["input_ids"]))
         for key in ("start_positions", "end_positions"):
             if key in rows[0]:
                 batch[key] = torch.tensor([r[key] for r in rows], dtype=torch.long)

@@ -1,9 +1,17 @@
 """Errors the tool reports as one clear line (qa.py's `cli`), never as a traceback."""
 
 
-class QAConfigError(ValueError):
+class QAError(Exception):
+    """Base of the errors reported as one line: the message says what is wrong, where, and the fix."""
+
+
+class QAConfigError(QAError, ValueError):
     """A setting or input the tool cannot use; the message says what to change."""
 
 
 class UnsupportedModelError(QAConfigError):
     """A model the tool cannot drive as it is configured."""
+
+
+class QARunError(QAError, RuntimeError):
+    """A run whose result could not be trusted (non-finite logits, a dead process): stopped, not written."""

@@ -100,11 +100,17 @@ class QAFamily:
 
     @functools.cached_property
     def uses_token_type_ids(self) -> bool:
-        """Only when the model takes them and has an embedding for every type id the template uses."""
+        """Exactly when HF's run_qa sends them: the tokenizer returns them by default (they are among its
+        `model_input_names`), the model takes them, and it has an embedding for every type id used.
+
+        Sending them otherwise changes what a checkpoint sees: GPT-2 and XLM add the *word* embeddings of
+        ids 0 and 1 for token types, so a model fine-tuned with HF's tools would evaluate differently here.
+        """
         t = self.template
         types = {*t.prefix_types, *t.middle_types, *t.suffix_types, t.question_type, t.context_type}
         vocab = getattr(self.model_config, "type_vocab_size", None)
-        return ("token_type_ids" in self.forward_params and types != {0}
+        returned = "token_type_ids" in (getattr(self.tokenizer, "model_input_names", None) or ())
+        return (returned and "token_type_ids" in self.forward_params and types != {0}
                 and (vocab is None or max(types) < vocab))
 
     @property
@@ -117,7 +123,7 @@ class QAFamily:
             names.add("attention_mask")
         if self.uses_token_type_ids:
             names.add("token_type_ids")
-        return names | set(self.extra_inputs(torch.zeros((1, 8), dtype=torch.long), torch.ones(1, dtype=torch.long)))
+        return names | set(self.extra_inputs(torch.zeros((1, 8), dtype=torch.long)))
 
     def fingerprint(self) -> str:
         """Identity of everything that shapes the windows: the tokenizer, the template, the model's inputs."""
@@ -153,6 +159,12 @@ class QAFamily:
     def encode_ids(self, texts: list[str]) -> list[list[int]]:
         return list(self._call(texts, add_special_tokens=False)["input_ids"]) if texts else []
 
+    def unknown_share(self, texts: list[str]) -> float:
+        """Share of the texts' tokens that are the unknown token (0 for a tokenizer without one)."""
+        unk = self.tokenizer.unk_token_id
+        ids = [i for seq in self.encode_ids(texts) for i in seq] if unk is not None else []
+        return sum(i == unk for i in ids) / len(ids) if ids else 0.0
+
     # ---- windows ----------------------------------------------------------------------------
 
     def frame(self, question_ids: list[int], context_ids: list[int]) -> Window:
@@ -166,15 +178,25 @@ class QAFamily:
         base = {"prefix": 0, "middle": len(t.prefix) + len(question_ids), "suffix": c_start + len(context_ids)}[part]
         return Window(ids, types, c_start, c_start + len(context_ids), base + index)
 
-    def token_inputs(self, input_ids: list[int]) -> dict[str, list[int]]:
-        """Per-token inputs some tokenizers derive from the tokens (RoCBert's shape and pronunciation)."""
+    def token_inputs(self, window: Window) -> dict[str, list[int]]:
+        """Per-token inputs some tokenizers derive from the tokens (RoCBert's shape and pronunciation).
+
+        The question's and the context's tokens are converted; special tokens get the unknown token's value,
+        as the tokenizer's own pair encoding frames these sequences.
+        """
         out: dict[str, list[int]] = {}
-        tokens = None
+        t = self.template
+        texts = (slice(len(t.prefix), window.context_start - len(t.middle)),
+                 slice(window.context_start, window.context_end))
         for name, method in (("input_shape_ids", "convert_tokens_to_shape_ids"),
                              ("input_pronunciation_ids", "convert_tokens_to_pronunciation_ids")):
             if name in self.forward_params and hasattr(self.tokenizer, method):
-                tokens = tokens or self.tokenizer.convert_ids_to_tokens(input_ids)
-                out[name] = list(getattr(self.tokenizer, method)(tokens))
+                convert = getattr(self.tokenizer, method)
+                values = convert([self.tokenizer.unk_token]) * len(window.input_ids)
+                for part in texts:
+                    tokens = self.tokenizer.convert_ids_to_tokens(window.input_ids[part])
+                    values[part] = list(convert(tokens))
+                out[name] = values
         return out
 
     # ---- batches ----------------------------------------------------------------------------
@@ -185,16 +207,16 @@ class QAFamily:
         target = max_seq_length if pad_to_max_length else longest
         return int(math.ceil(target / self.pad_multiple) * self.pad_multiple)
 
-    def extra_inputs(self, input_ids: torch.Tensor, context_start: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Inputs a model needs beyond ids/mask/types, built for a padded batch."""
+    def extra_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inputs a model needs beyond ids/mask/types, built for a padded batch.
+
+        No global_attention_mask: HF's run_qa sends none, and Longformer then puts the question's tokens
+        (up to the first separator) in global attention itself.
+        """
         b, n = input_ids.shape
-        p = self.forward_params
-        extra: dict[str, torch.Tensor] = {}
-        if "global_attention_mask" in p:  # Longformer, LED: the question attends globally
-            extra["global_attention_mask"] = (torch.arange(n)[None, :] < context_start[:, None]).long()
-        if "bbox" in p:  # layout models: text with no layout sits in a zero box
-            extra["bbox"] = torch.zeros((b, n, 4), dtype=torch.long)
-        return extra
+        if "bbox" in self.forward_params:  # layout models: text with no layout sits in a zero box
+            return {"bbox": torch.zeros((b, n, 4), dtype=torch.long)}
+        return {}
 
 
 def model_length_limit(model: torch.nn.Module, tokenizer: Any) -> int | None:

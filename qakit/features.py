@@ -17,11 +17,14 @@ from typing import Any, Callable
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from qakit import alignment, family as family_module, template, windows
+from qakit.errors import QAConfigError
 from qakit.family import QAFamily
-from qakit.windows import EVAL_META, WindowIndex, prepare_eval_features, prepare_train_features
+from qakit.windows import (EVAL_META, WindowIndex, check_window_room, prepare_eval_features,
+                           prepare_train_features)
 
 logger = logging.getLogger(__name__)
 
@@ -40,20 +43,28 @@ def build_features(ds: datasets.Dataset, split: str, family: QAFamily, max_seq_l
     code that makes windows, so a second run with the same data reuses them and a change to any does not.
     """
     train = split == "train"
+    check_window_room(ds["question"], ds["id"], family, max_seq_length, doc_stride, split)
     fn = prepare_train_features if train else prepare_eval_features
     kwargs = {"family": family, "max_seq_length": max_seq_length, "doc_stride": doc_stride}
     schema = _window_schema(ds, fn, kwargs)
     key = _cache_key(ds, family, split, schema, max_seq_length, doc_stride)
     os.makedirs(cache_dir, exist_ok=True)
     cache_file = os.path.join(cache_dir, f"qa-{split}-{key}.arrow")
-    if not overwrite_cache and glob.glob(cache_file[: -len(".arrow")] + "*.arrow"):
+    cached = not overwrite_cache and bool(glob.glob(cache_file[: -len(".arrow")] + "*.arrow"))
+    if cached:
         logger.info("%s: reusing the windows cached in %s", split, cache_file)
     first = main_process_first(desc=f"{split} windows") if main_process_first else nullcontext()
     with first:
-        features = ds.map(fn, batched=True, with_indices=not train, fn_kwargs=kwargs,
-                          remove_columns=ds.column_names, num_proc=num_proc,
-                          load_from_cache_file=not overwrite_cache, cache_file_name=cache_file,
-                          new_fingerprint=key, desc=f"Windows for {split}", features=schema)
+        try:
+            features = ds.map(fn, batched=True, with_indices=not train, fn_kwargs=kwargs,
+                              remove_columns=ds.column_names, num_proc=num_proc,
+                              load_from_cache_file=not overwrite_cache, cache_file_name=cache_file,
+                              new_fingerprint=key, desc=f"Windows for {split}", features=schema)
+        except (pa.ArrowException, OSError) as err:
+            if not cached:
+                raise
+            raise QAConfigError(f"the windows cache {cache_file} cannot be read ({err}): pass --overwrite_cache "
+                                "to make it again (or delete the file)") from err
     logger.info("%s: %d questions -> %d windows", split, len(ds), len(features))
     return features
 

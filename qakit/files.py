@@ -23,6 +23,6 @@ def write_atomic(path: str, write: Callable[[TextIO], Any]) -> None:
         raise
 
 
-def write_json(path: str, obj: Any, indent: int | None = 2) -> None:
+def write_json(path: str, obj: Any, indent: int | None = 2, sort_keys: bool = False) -> None:
     """A JSON file, atomically, keeping non-ASCII text readable."""
-    write_atomic(path, lambda f: f.write(json.dumps(obj, indent=indent, ensure_ascii=False)))
+    write_atomic(path, lambda f: f.write(json.dumps(obj, indent=indent, ensure_ascii=False, sort_keys=sort_keys)))

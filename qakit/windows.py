@@ -39,10 +39,6 @@ def _windows(examples: dict[str, list], family: QAFamily, max_seq_length: int, d
     contexts = examples["context"]
     q_cap = family.max_question_tokens(max_seq_length, doc_stride)
     question_ids = family.encode_ids(questions)
-    cut = [examples["id"][i] for i, q in enumerate(question_ids) if len(q) > q_cap]
-    if cut:
-        logger.warning("%d question(s) longer than %d tokens were cut to fit the window (first: %s)",
-                       len(cut), q_cap, cut[0])
     unique = list(dict.fromkeys(contexts))  # SQuAD asks ~10 questions per paragraph: tokenize each once
     encoded = dict(zip(unique, family.encode(unique)))
     for i, (ids, starts, ends) in enumerate(encoded[c] for c in contexts):
@@ -52,12 +48,32 @@ def _windows(examples: dict[str, list], family: QAFamily, max_seq_length: int, d
             yield i, family.frame(q_ids, ids[ws:we]), (ws, we), (starts, ends)
 
 
+def check_window_room(questions: list[str], ids: list[str], family: QAFamily, max_seq_length: int,
+                      doc_stride: int, where: str) -> None:
+    """Say once per split what the window settings do to these questions: how many are cut to fit, and
+    whether the windows crawl (advance by a few tokens, so each context makes very many windows)."""
+    q_cap = family.max_question_tokens(max_seq_length, doc_stride)
+    lengths = [len(q) for q in family.encode_ids([q.strip() for q in questions])]
+    cut = [qid for qid, n in zip(ids, lengths) if n > q_cap]
+    if cut:
+        logger.warning("%s: %d question(s) longer than %d tokens were cut to fit the window (first: %s)", where,
+                       len(cut), q_cap, cut[0])
+    longest = min(max(lengths, default=0), q_cap)
+    room = max_seq_length - family.template.num_special - longest
+    advance = room - doc_stride
+    if advance < room / 4:
+        logger.warning("%s: --max_seq_length %d with --doc_stride %d leaves %d context tokens next to the longest "
+                       "question (%d tokens), so its windows advance by only %d token(s) and a context of T tokens "
+                       "makes about T/%d windows: raise --max_seq_length or lower --doc_stride", where,
+                       max_seq_length, doc_stride, room, longest, advance, advance)
+
+
 def _model_columns(family: QAFamily, window) -> dict[str, Any]:
     row = {"input_ids": window.input_ids, "context_start": window.context_start,
            "context_end": window.context_end, "null_index": window.null_index}
     if family.uses_token_type_ids:
         row["token_type_ids"] = window.token_type_ids
-    row.update(family.token_inputs(window.input_ids))
+    row.update(family.token_inputs(window))
     return row
 
 

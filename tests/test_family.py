@@ -16,7 +16,9 @@ import tiny_models
 from qakit import alignment
 from qakit.errors import QAConfigError, UnsupportedModelError
 from qakit.family import QAFamily, _length_rule, model_length_limit, prepare_model
-from qakit.template import probe_template
+from qakit.batches import QACollator
+from qakit.template import plain_call, probe_template
+from qakit.windows import prepare_eval_features
 
 
 def family_of(name: str, max_seq_length: int = 128) -> QAFamily:
@@ -179,3 +181,51 @@ def test_alignment_equals_fast_offsets_on_word_pieces():
     ids, starts, ends = alignment.encode_by_alignment(fam.tokenizer, text)
     fast_ids, fast_starts, fast_ends = fam.encode([text])[0]
     assert ids == fast_ids and (starts, ends) == (fast_starts, fast_ends)
+
+
+# ---- the inputs HF's run_qa gives each family --------------------------------------------------
+
+QUESTION = "Who built the bridge?"
+CONTEXT = "The old lighthouse stood at the northern edge of the island for more than two hundred years."
+ROWS_HERE = [r for r in tiny_models.ROWS if r.unavailable_reason() is None and r.name != "Lxmert"]
+
+
+def _hf_inputs(family: QAFamily) -> dict[str, list]:
+    """What run_qa feeds: the tokenizer's default pair encoding, minus what forward() does not take."""
+    enc = plain_call(family.tokenizer)(QUESTION, CONTEXT)
+    return {k: list(v) for k, v in enc.items() if k in family.forward_params}
+
+
+def _our_inputs(family: QAFamily) -> dict[str, list]:
+    """One window through the windows code and the collator, cut back to its real tokens."""
+    batch = {"id": ["q"], "question": [QUESTION], "context": [CONTEXT]}
+    feats = prepare_eval_features(batch, [0], family, 128, 32)
+    assert len(feats["input_ids"]) == 1, "the pair fits one window"
+    row = {k: v[0] for k, v in feats.items() if k not in ("offset_starts", "offset_ends")}
+    collated = QACollator(family, 128)([row])
+    n = len(row["input_ids"])
+    return {k: v[0, :n].tolist() for k, v in collated.items() if k != "qa_meta"}
+
+
+@pytest.mark.slow  # builds every architecture's tiny model
+@pytest.mark.parametrize("row", ROWS_HERE, ids=[r.name for r in ROWS_HERE])
+def test_window_inputs_are_the_ones_hf_run_qa_gives(row):
+    """Same ids, and the same token types wherever they change what the model computes: a checkpoint
+    fine-tuned with HF's tools sees here what it saw there."""
+    fam = family_of(row.name)
+    hf, ours = _hf_inputs(fam), _our_inputs(fam)
+    assert ours["input_ids"] == hf["input_ids"]
+    if "attention_mask" in ours:
+        assert set(ours["attention_mask"]) == {1}
+    types_matter = int(getattr(fam.model_config, "type_vocab_size", None) or 0) != 0 or \
+        getattr(fam.model_config, "type_vocab_size", 0) is None
+    if "token_type_ids" in hf and (any(hf["token_type_ids"]) and types_matter):
+        assert ours.get("token_type_ids") == hf["token_type_ids"]
+    else:  # HF sends none, only zeros, or types the model has no table for: ours must send nothing
+        assert "token_type_ids" not in ours, ours.get("token_type_ids")
+    assert "global_attention_mask" not in ours
+    for key in set(ours) - {"input_ids", "attention_mask", "token_type_ids"}:
+        if key in hf:
+            assert ours[key] == hf[key], key
+        else:
+            assert key == "bbox" and not any(map(any, ours[key])), key  # layout models: text in a blank box

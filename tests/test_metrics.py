@@ -15,6 +15,7 @@ from helpers import REPO, SHARED_SQUAD
 
 from metrics.squad.compute_score import score_v1
 from metrics.squad_v2.compute_score import MissingPredictionsError, score_v2
+from metrics.squad_v2.squad_common import ScoreInputError
 from metrics.squad_v2.squad_common import exact_match, gold_from_dataset, normalize_answer, read_json, token_f1
 
 V1_CLI = REPO / "metrics" / "squad" / "compute_score.py"
@@ -186,6 +187,28 @@ def test_score_v2_missing_na_prob_is_an_error() -> None:
         score_v2(V2_GOLD, V2_PREDS, {"h1": 0.1, "h2": 0.1, "n1": 0.1})
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "0.3", None, True])
+def test_score_v2_rejects_na_probs_that_are_not_finite_numbers(bad) -> None:
+    """A NaN compares false both ways: it would count as "answered" and make best_f1_thresh NaN."""
+    with pytest.raises(ScoreInputError, match=r"n1") as caught:
+        score_v2(V2_GOLD, V2_PREDS, {**V2_NA_PROBS, "n1": bad})
+    assert "NaN or infinite" in str(caught.value) or "not numbers" in str(caught.value)
+
+
+@pytest.mark.parametrize("bad", [None, 3, ["Norman"], {"text": "Norman"}])
+def test_scorers_reject_answers_that_are_not_strings(bad) -> None:
+    for score in (lambda p: score_v2(V2_GOLD, p), lambda p: score_v1({"h1": ["Norman"]}, p)):
+        # ValueError: metrics/squad's copy of squad_common is another module object (evaluate needs the file)
+        with pytest.raises(ValueError, match=r"not strings.*h1") as caught:
+            score({**V2_PREDS, "h1": bad})
+        assert type(caught.value).__name__ == "ScoreInputError"
+
+
+def test_score_v1_refuses_v2_data() -> None:
+    with pytest.raises(ValueError, match=r"2 question\(s\) have no gold answer.*squad_v2/compute_score.py"):
+        score_v1(V2_GOLD, V2_PREDS)
+
+
 # ---------------------------------------------------------------- command lines
 
 
@@ -217,6 +240,29 @@ def v2_files(tmp_path: Path) -> dict[str, str]:
         "pred": _write(tmp_path / "pred.json", V2_PREDS),
         "na": _write(tmp_path / "na.json", V2_NA_PROBS),
     }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which,content,words", [
+    ("na", {**V2_NA_PROBS, "n1": float("nan")}, ("na.json", "NaN or infinite", "n1")),
+    ("na", {qid: float("nan") for qid in V2_NA_PROBS}, ("na.json", "NaN or infinite")),
+    ("pred", {**V2_PREDS, "h2": 10}, ("pred.json", "not strings", "h2")),
+    ("pred", ["Norman"], ("pred.json", "must map question ids")),
+    ("data", {"version": "v2.0"}, ("dev.json", "no 'data' list")),
+])
+def test_v2_cli_bad_input_is_one_clear_line(tmp_path: Path, v2_files: dict[str, str], which, content, words) -> None:
+    Path(v2_files[which]).write_text(json.dumps(content))  # json writes NaN as NaN, as Python's json reads it
+    done = _run(V2_CLI, v2_files["data"], v2_files["pred"], "-n", v2_files["na"], cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr and not done.stdout
+    for word in words:
+        assert word in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_v1_cli_refuses_v2_data(tmp_path: Path, v2_files: dict[str, str]) -> None:
+    done = _run(V1_CLI, v2_files["data"], v2_files["pred"], cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "no gold answer" in done.stderr and "squad_v2/compute_score.py" in done.stderr
 
 
 @pytest.mark.slow

@@ -87,3 +87,26 @@ def test_nan_logits_never_win():
     start = torch.tensor([[0.0, float("nan"), 1.0, 2.0, float("nan")]])
     cand = utils_qa.top_candidates(start, start.clone(), torch.tensor([1]), torch.tensor([5]), torch.tensor([0]), 3, 30)
     assert set(cand[0][0].tolist()) <= {2, 3, -1} and 3 in cand[0][0].tolist()
+
+
+def test_answers_never_start_or_end_on_whitespace():
+    """Tokens that carry a space or a newline (byte-level BPE, characters) at a span's edge: the answer is
+    trimmed on both sides, in both the plain loop and the vectorized path (hand-worked)."""
+    context = "alpha \n beta  gamma"
+    #          0    5 6 7 8   12 14   19
+    starts, ends = [0, 5, 6, 8, 12, 14], [5, 6, 7, 12, 14, 19]  # alpha, " ", "\n", beta, "  ", gamma
+    rows = [{"example_index": [0], "context_start": [1], "offset_starts": [starts], "offset_ends": [ends]}]
+    windows = qa_windows.WindowIndex.from_features(pa.Table.from_batches([pa.RecordBatch.from_pydict(r) for r in rows]))
+    # tokens at positions 1..6; starts ranked 2, 1, 3 and ends 5, 2, 1, so the best spans are 2..5 (6.0:
+    # " \n beta  ", whitespace at both edges), 2..2 (5.5: " ", nothing left) and 1..5 (4.0: "alpha \n beta  ")
+    s = np.array([-9, 1.0, 3.0, 0.0, 0.0, 0.0, -1.0, -9], dtype=np.float32)
+    e = np.array([-9, 0.0, 2.5, 0.0, 0.0, 3.0, -1.0, -9], dtype=np.float32)
+    ref = utils_qa.postprocess_reference(["q"], [context], windows, [s], [e], [7], [0], 3, 30, False)
+    assert ref.predictions == {"q": "beta"}
+    assert [(p["text"], p["offsets"]) for p in ref.nbest["q"]] == [
+        ("beta", [8, 12]), ("", [6, 6]), ("alpha \n beta", [0, 12])]
+    cand = utils_qa.top_candidates(torch.tensor(s[None]), torch.tensor(e[None]), torch.tensor([1]), torch.tensor([7]),
+                                   torch.tensor([0]), 3, 30)
+    ours = utils_qa.postprocess(["q"], [context], windows, utils_qa.candidates_from_arrays(
+        tuple(c.numpy() for c in cand)), 3, False)
+    assert_same_answers(ref, ours)

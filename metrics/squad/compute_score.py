@@ -24,14 +24,18 @@ def score_v1(gold: dict[str, list[str]], preds: dict[str, str]) -> dict:
     predictions for unknown ids are ignored. Sums are accumulated one question at a time
     in gold order, like the official loop, so the floats come out identical.
     """
+    squad_common.check_predictions(preds)
+    unanswerable = [qid for qid, answers in gold.items() if not answers]
+    if unanswerable:
+        raise squad_common.ScoreInputError(
+            f"{len(unanswerable)} question(s) have no gold answer (SQuAD v2.0 data?), e.g. {unanswerable[0]}: "
+            "score v2.0 data with metrics/squad_v2/compute_score.py")
     exact_total = 0
     f1_total = 0.0
     for qid, answers in gold.items():
         if qid not in preds:
             print(f"Unanswered question {qid} will receive score 0.", file=sys.stderr)
             continue
-        if not answers:
-            raise ValueError(f"question {qid} has no gold answer; SQuAD v1.1 scoring needs at least one")
         exact_total += squad_common.best_over_golds(squad_common.exact_match, preds[qid], answers)
         f1_total += squad_common.best_over_golds(_f1, preds[qid], answers)
     return {"exact_match": 100.0 * exact_total / len(gold), "f1": 100.0 * f1_total / len(gold)}
@@ -43,13 +47,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dataset_file", help="Dataset file")
     parser.add_argument("prediction_file", help="Prediction File")
     args = parser.parse_args(argv)
-    dataset = squad_common.read_json(args.dataset_file)
-    if dataset.get("version") != EXPECTED_VERSION:
-        print(
-            f"Evaluation expects v-{EXPECTED_VERSION}, but got dataset with v-{dataset.get('version')}", file=sys.stderr
-        )
-    gold = squad_common.gold_from_dataset(dataset["data"])
-    print(json.dumps(score_v1(gold, squad_common.read_json(args.prediction_file))))
+    try:
+        dataset = squad_common.read_json(args.dataset_file)
+        if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
+            raise squad_common.ScoreInputError(f"{args.dataset_file} has no 'data' list: it is not a SQuAD data file")
+        if dataset.get("version") != EXPECTED_VERSION:
+            print(f"Evaluation expects v-{EXPECTED_VERSION}, but got dataset with v-{dataset.get('version')}",
+                  file=sys.stderr)
+        gold = squad_common.gold_from_dataset(dataset["data"], args.dataset_file)
+        preds = squad_common.read_json(args.prediction_file)
+        squad_common.check_predictions(preds, args.prediction_file)
+        result = score_v1(gold, preds)
+    except squad_common.ScoreInputError as error:
+        sys.exit(f"error: {error}")
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ _f1 = partial(squad_common.token_f1, empty_is_no_answer=True)
 _SHOWN_IDS = 5
 
 
-class MissingPredictionsError(ValueError):
+class MissingPredictionsError(squad_common.ScoreInputError):
     """Raised because v2.0 scores are undefined unless every question has a value."""
 
 
@@ -99,6 +99,9 @@ def score_v2(
     Without na_probs every probability is 0.0 and no best_* keys are reported. Predictions
     for unknown ids are ignored; a missing prediction raises MissingPredictionsError.
     """
+    squad_common.check_predictions(preds)
+    if na_probs is not None:
+        squad_common.check_na_probs(na_probs)
     _require_every_question(gold, preds, "prediction")
     probs = {qid: 0.0 for qid in preds} if na_probs is None else na_probs
     _require_every_question(gold, probs, "no-answer probability")
@@ -135,17 +138,27 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _data(dataset: object, path: str) -> list:
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
+        raise squad_common.ScoreInputError(f"{path} has no 'data' list: it is not a SQuAD data file")
+    return dataset["data"]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Read the files, score, and print (or write) the metrics as the official script does."""
     args = _parse_args(argv)
     if args.out_image_dir:
         print("note: precision-recall plots are not supported; --out-image-dir is ignored", file=sys.stderr)
-    gold = squad_common.gold_from_dataset(squad_common.read_json(args.data_file)["data"])
-    preds = squad_common.read_json(args.pred_file)
-    na_probs = squad_common.read_json(args.na_prob_file) if args.na_prob_file else None
     try:
+        gold = squad_common.gold_from_dataset(_data(squad_common.read_json(args.data_file), args.data_file),
+                                              args.data_file)
+        preds = squad_common.read_json(args.pred_file)
+        squad_common.check_predictions(preds, args.pred_file)
+        na_probs = squad_common.read_json(args.na_prob_file) if args.na_prob_file else None
+        if na_probs is not None:
+            squad_common.check_na_probs(na_probs, args.na_prob_file)
         result = score_v2(gold, preds, na_probs, args.na_prob_thresh)
-    except MissingPredictionsError as error:
+    except squad_common.ScoreInputError as error:
         sys.exit(f"error: {error}")
     if args.out_file:
         with open(args.out_file, "w", encoding="utf-8") as handle:

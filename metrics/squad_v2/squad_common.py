@@ -9,6 +9,7 @@ imports), so there is a single implementation.
 """
 
 import json
+import math
 import re
 import string
 from collections import Counter
@@ -62,20 +63,66 @@ def best_over_golds(metric: Callable[[str, str], float], prediction: str, golds:
     return max(metric(prediction, gold) for gold in golds)
 
 
+_SHOWN = 5
+
+
+class ScoreInputError(ValueError):
+    """An input the scores cannot be computed from; the message names the file or ids and the fix."""
+
+
+def _shown(ids: list[str]) -> str:
+    return ", ".join(ids[:_SHOWN]) + (", ..." if len(ids) > _SHOWN else "")
+
+
 def read_json(path: str) -> Any:
     """Load a JSON file as UTF-8 whatever the locale (the SQuAD files contain non-ASCII text)."""
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except OSError as error:
+        raise ScoreInputError(f"cannot read {path}: {error.strerror}") from error
+    except json.JSONDecodeError as error:
+        raise ScoreInputError(f"{path} line {error.lineno}, column {error.colno}: {error.msg} (not valid JSON)") from error
+    except UnicodeDecodeError as error:
+        raise ScoreInputError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from error
 
 
-def gold_from_dataset(articles: list[dict[str, Any]]) -> dict[str, list[str]]:
+def gold_from_dataset(articles: list[dict[str, Any]], source: str = "the data file") -> dict[str, list[str]]:
     """Flatten the official nested SQuAD 'data' list to id -> gold answer texts, in file order."""
-    return {
-        qa["id"]: [answer["text"] for answer in qa["answers"]]
-        for article in articles
-        for paragraph in article["paragraphs"]
-        for qa in paragraph["qas"]
-    }
+    try:
+        return {
+            qa["id"]: [answer["text"] for answer in qa["answers"]]
+            for article in articles
+            for paragraph in article["paragraphs"]
+            for qa in paragraph["qas"]
+        }
+    except (KeyError, TypeError) as error:
+        raise ScoreInputError(f"{source} is not in SQuAD's official layout (data -> paragraphs -> qas -> answers; "
+                              f"missing or wrong: {error})") from error
+
+
+def check_predictions(preds: Any, source: str = "the predictions") -> None:
+    """Predictions must map question ids to answer strings ("" for no answer)."""
+    if not isinstance(preds, Mapping):
+        raise ScoreInputError(f"{source} must map question ids to answer texts, not a {type(preds).__name__}")
+    bad = [qid for qid, text in preds.items() if not isinstance(text, str)]
+    if bad:
+        kinds = sorted({type(preds[qid]).__name__ for qid in bad})
+        raise ScoreInputError(f"{source}: {len(bad)} answer(s) are not strings ({', '.join(kinds)}), e.g. ids "
+                              f"{_shown(bad)}; an answer is a text, \"\" for no answer")
+
+
+def check_na_probs(na_probs: Any, source: str = "the no-answer probabilities") -> None:
+    """No-answer scores must be finite numbers: a NaN compares false both ways and would count as answered."""
+    if not isinstance(na_probs, Mapping):
+        raise ScoreInputError(f"{source} must map question ids to numbers, not a {type(na_probs).__name__}")
+    bad = [qid for qid, p in na_probs.items() if isinstance(p, bool) or not isinstance(p, (int, float))]
+    if bad:
+        raise ScoreInputError(f"{source}: {len(bad)} value(s) are not numbers, e.g. ids {_shown(bad)}")
+    odd = [qid for qid, p in na_probs.items() if not math.isfinite(p)]
+    if odd:
+        raise ScoreInputError(f"{source}: {len(odd)} value(s) are NaN or infinite, e.g. ids {_shown(odd)}; "
+                              "the model that wrote them gave non-finite scores")
 
 
 def gold_from_references(references: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:

@@ -1,0 +1,106 @@
+"""Checkpoints a run can resume from, and what a resumed run reports.
+
+Trainer writes checkpoint-N in place, file by file, with trainer_state.json last: a run killed or out of
+disk mid-write leaves a folder that `get_last_checkpoint` still picks and every resume then fails on.
+Here a checkpoint counts only when every file a resume reads is whole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import zipfile
+from pathlib import Path
+
+import transformers
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+logger = logging.getLogger(__name__)
+TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
+
+
+def whole_run_train_loss(log_history: list[dict], resumed_at: int, global_step: int, session_loss: float) -> float:
+    """Mean training loss over the whole run, not only over the steps since the last resume.
+
+    Up to the resume step it comes from log_history (each `loss` is the mean over the steps since the previous log);
+    after it, from the Trainer's own train_loss for this session, whose loss sum Trainer 5.x divides by the session's
+    steps and 4.x by global_step. Exact when the checkpoint step was a logging step (--logging_steps divides
+    --save_steps; 4.x rounds logged losses to 4 decimals); otherwise the steps between the last log and the
+    checkpoint, whose losses were never recorded, are left out of the mean.
+    """
+    session_steps = global_step - resumed_at
+    session_sum = session_loss * (session_steps if TRANSFORMERS_5 else global_step)
+    total, covered = 0.0, 0
+    for entry in log_history:
+        if "loss" in entry and covered < entry["step"] <= resumed_at:
+            total += entry["loss"] * (entry["step"] - covered)
+            covered = entry["step"]
+    return (total + session_sum) / max(covered + session_steps, 1)
+
+
+_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+def is_complete(checkpoint: str | os.PathLike, with_optimizer: bool = True) -> bool:
+    """Whether Trainer finished writing this checkpoint folder.
+
+    Trainer (5.24 `_save_checkpoint`) writes straight into checkpoint-N, with no temporary folder, rename or fsync:
+    config.json, the weights, the tokenizer files, training_args.bin, then optimizer.pt, scheduler.pt, [scaler.pt],
+    rng_state.pth (rng_state_<rank>.pth per process when distributed, with no barrier before the next file), and
+    trainer_state.json last. So the state must parse and name step N, and every file a resume reads must be there;
+    the torch files are zip archives whose directory is written at the end, which catches a truncated file.
+    """
+    path = Path(checkpoint)
+    match = _CHECKPOINT.match(path.name)
+    if match is None or not path.is_dir():
+        return False
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(state, dict) or state.get("global_step") != int(match.group(1)):
+        return False
+
+    def nonempty(name: str) -> bool:
+        return (path / name).is_file() and (path / name).stat().st_size > 0
+
+    def torch_file(name: str) -> bool:
+        return nonempty(name) and zipfile.is_zipfile(path / name)
+
+    def safetensors_file(name: str) -> bool:  # its header gives the data's length: a cut file is too short
+        try:
+            with open(path / name, "rb") as f:
+                size = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(size))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+            return (path / name).stat().st_size >= 8 + size + end
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return False
+
+    if nonempty("model.safetensors.index.json"):
+        try:
+            index = json.loads((path / "model.safetensors.index.json").read_text(encoding="utf-8"))
+            weights = all(safetensors_file(shard) for shard in set(index["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError):
+            return False
+    else:
+        weights = safetensors_file("model.safetensors") or torch_file("pytorch_model.bin")
+    needed = ["training_args.bin"]
+    if with_optimizer:  # not with --save_only_model
+        # one RNG file per process that saved; a rerun may use another number of processes
+        rng = [p.name for p in path.glob("rng_state*.pth")]
+        needed += ["optimizer.pt", "scheduler.pt", *rng] if rng else ["rng_state.pth"]
+    return weights and nonempty("config.json") and all(torch_file(name) for name in needed)
+
+
+def last_complete_checkpoint(folder: str | os.PathLike, with_optimizer: bool = True) -> str | None:
+    """The complete checkpoint-N with the largest N (what get_last_checkpoint should return), or None."""
+    steps = sorted(((int(m.group(1)), p) for p in Path(folder).iterdir() if (m := _CHECKPOINT.match(p.name))),
+                   reverse=True)
+    for _, path in steps:
+        if is_complete(path, with_optimizer):
+            return str(path)
+        logger.warning("Skipping %s: an incomplete checkpoint (the run stopped while writing it?)", path)
+    return None

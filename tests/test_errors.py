@@ -1,0 +1,193 @@
+"""Bad input and faults end with one clear line (what, where, the fix), a non-zero exit and no half-written
+output; nothing ends silently wrong. qa.py runs in this process, on a tiny BERT built here."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import qa
+import tiny_models
+from squad_data import squad_file
+from trainer_qa import QuestionAnsweringTrainer
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory) -> Path:
+    return tiny_models.build_tiny("Bert", tmp_path_factory.mktemp("models") / "bert")
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    return squad_file(tmp_path / "data.json")
+
+
+def run(args: list[str], capsys) -> tuple[int, str]:
+    """qa.py's command line; (exit status, stderr)."""
+    try:
+        qa.cli([str(a) for a in args])
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    return code, capsys.readouterr().err
+
+
+def eval_args(model: Path, data: Path, out: Path, *extra) -> list:
+    return ["--model_name_or_path", model, "--validation_file", data, "--do_eval", "--version_2_with_negative",
+            "--max_seq_length", "64", "--doc_stride", "16", "--report_to", "none", "--use_cpu", "true",
+            "--per_device_eval_batch_size", "8", "--output_dir", out, "--cache_dir", out.parent / "cache", *extra]
+
+
+def one_clear_line(code: int, err: str, *words: str) -> str:
+    assert code == 2, err[-3000:]
+    assert "Traceback" not in err
+    assert "qa.py: error:" in err, err[-3000:]
+    line = err[err.index("qa.py: error:"):].splitlines()[0]  # a progress bar may share its line
+    for word in words:
+        assert word in line, line
+    return line
+
+
+# ---- the command line and argument files -------------------------------------------------------
+
+
+def test_unknown_flag_is_named_with_a_suggestion(bert, data, tmp_path, capsys):
+    code, err = run([*eval_args(bert, data, tmp_path / "o"), "--max_seq_lenght", "64"], capsys)
+    one_clear_line(code, err, "--max_seq_lenght", "did you mean --max_seq_length")
+
+
+@pytest.mark.parametrize("name,text,words", [
+    ("args.yaml", "model_name_or_path: [unclosed\n", ("args.yaml line 2", "not valid YAML")),
+    ("args.json", '{"model_name_or_path": "m",}', ("args.json line 1", "not valid JSON")),
+    ("args.yaml", "- just\n- a list\n", ("args.yaml must hold a mapping",)),
+    ("args.yaml", "model_name_or_path: m\noutput_dir: o\nvalidation_file: d\nmax_seq_lenght: 64\n",
+     ("unknown argument(s) in", "args.yaml", "--max_seq_lenght")),
+])
+def test_bad_arguments_file(tmp_path, capsys, name, text, words):
+    path = tmp_path / name
+    path.write_text(text)
+    code, err = run([path], capsys)
+    one_clear_line(code, err, *words)
+
+
+def test_legacy_keys_work_in_an_arguments_file(tmp_path):
+    path = tmp_path / "args.yaml"
+    path.write_text("model_name_or_path: some/model\noutput_dir: o\ntrain_file: t.json\n"
+                    "overwrite_output_dir: true\nwarmup_ratio: 0.1\nreport_to: [none]\ndo_train: true\n")
+    _, _, args, overwrite = qa.parse_args([str(path)])
+    assert overwrite is True and args.do_train is True
+    assert getattr(args, "warmup_ratio", None) == 0.1 or args.warmup_steps == 0.1
+
+
+def test_batch_size_zero_is_refused_before_any_data_is_read(bert, tmp_path, capsys):
+    code, err = run(["--model_name_or_path", bert, "--train_file", tmp_path / "missing.json", "--do_train",
+                     "--per_device_train_batch_size", "0", "--output_dir", tmp_path / "o"], capsys)
+    one_clear_line(code, err, "--per_device_train_batch_size must be at least 1")
+
+
+# ---- models and tokenizers ---------------------------------------------------------------------
+
+
+def test_empty_model_folder(tmp_path, data, capsys):
+    (tmp_path / "empty").mkdir()
+    code, err = run(eval_args(tmp_path / "empty", data, tmp_path / "o"), capsys)
+    one_clear_line(code, err, str(tmp_path / "empty"), "no config.json")
+
+
+@pytest.mark.parametrize("path", ["/no/such/models/bert", "./models/bert-typo", "~/models/bert"])
+def test_mistyped_local_model_path_is_not_reported_as_a_hub_problem(path, tmp_path, data, capsys):
+    code, err = run(eval_args(path, data, tmp_path / "o"), capsys)  # as typed: no Path normalising
+    line = one_clear_line(code, err, "no such folder")
+    assert "connect" not in line and "huggingface.co" not in line
+
+
+def test_model_folder_without_tokenizer_files_is_refused(bert, data, tmp_path, capsys):
+    """transformers 5 would build a 5-token tokenizer and the run would end with exit 0 and F1 0."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(bert / name, bare / name)
+    code, err = run(eval_args(bare, data, tmp_path / "o"), capsys)
+    one_clear_line(code, err, str(bare), "vocab_size", "--tokenizer_name")
+    assert not (tmp_path / "o" / "eval_predictions.json").exists()
+
+
+def test_nan_logits_fail_the_evaluation(bert, data, tmp_path, capsys):
+    """A model that outputs NaN would answer "no answer" everywhere and score the unanswerable share."""
+    broken = tmp_path / "nan"
+    shutil.copytree(bert, broken)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(broken / "model.safetensors")
+    weights["qa_outputs.bias"] = torch.full_like(weights["qa_outputs.bias"], float("nan"))
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    code, err = run(eval_args(broken, data, tmp_path / "o"), capsys)
+    line = one_clear_line(code, err, "NaN or infinite logits", "windows", "p0q0", "nothing was written")
+    assert "for 0 of" not in line
+    assert not list((tmp_path / "o").glob("eval_*.json"))
+
+
+def test_do_predict_without_a_test_file_names_the_right_flag(bert, data, tmp_path, capsys):
+    code, err = run([*eval_args(bert, data, tmp_path / "o"), "--do_predict"], capsys)
+    line = one_clear_line(code, err, "--do_predict needs a test split", "--test_file")
+    assert "--do_test" not in line
+
+
+# ---- disks, caches and earlier runs ------------------------------------------------------------
+
+
+def test_full_disk_names_the_output_folder(bert, data, tmp_path, capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(QuestionAnsweringTrainer, "save_model", full)
+    out = tmp_path / "o"
+    code, err = run(["--model_name_or_path", bert, "--train_file", data, "--do_train", "--version_2_with_negative",
+                     "--max_steps", "1", "--max_seq_length", "64", "--doc_stride", "16", "--report_to", "none",
+                     "--use_cpu", "true", "--save_strategy", "no", "--output_dir", out], capsys)
+    one_clear_line(code, err, "no space left", str(out), "--output_dir")
+
+
+def test_damaged_windows_cache_is_named_with_the_fix(bert, data, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert run(eval_args(bert, data, out), capsys)[0] == 0
+    caches = list((tmp_path / "cache" / "qa_features").glob("qa-validation-*.arrow"))
+    assert caches
+    for path in caches:
+        path.write_bytes(b"not an arrow file")
+    code, err = run(eval_args(bert, data, out), capsys)
+    one_clear_line(code, err, "windows cache", "qa-validation-", "--overwrite_cache")
+    assert run([*eval_args(bert, data, out), "--overwrite_cache"], capsys)[0] == 0
+
+
+def test_damaged_results_and_leftovers_of_an_earlier_run_are_not_fatal(bert, data, tmp_path, capsys):
+    """A full disk once left a 0-byte all_results.json, and a killed write a .tmp- file: the next run works."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "all_results.json").write_bytes(b"")
+    (out / ".tmp-abc123.json").write_text('{"half": ')
+    code, err = run(eval_args(bert, data, out), capsys)
+    assert code == 0, err[-3000:]
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["eval_total"] == 7
+    assert not list(out.glob(".tmp-*"))
+
+
+def test_long_questions_and_crawling_windows_are_each_reported_once(bert, tmp_path, capsys, caplog):
+    data = squad_file(tmp_path / "d.json")
+    raw = json.loads(data.read_text())
+    raw["data"][0]["paragraphs"][0]["qas"][0]["question"] = "Who " + "really " * 60 + "built it?"
+    data.write_text(json.dumps(raw))
+    with caplog.at_level(logging.WARNING):
+        code, err = run(eval_args(bert, data, tmp_path / "o", "--max_seq_length", "40", "--doc_stride", "18"), capsys)
+    assert code == 0, err[-3000:]
+    cut = [r.getMessage() for r in caplog.records if "were cut to fit" in r.getMessage()]
+    crawl = [r.getMessage() for r in caplog.records if "advance by only" in r.getMessage()]
+    assert len(cut) == 1 and "1 question(s)" in cut[0] and "p0q0" in cut[0]
+    assert len(crawl) == 1 and "--doc_stride 18" in crawl[0]

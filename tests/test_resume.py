@@ -1,0 +1,123 @@
+"""Never lose a run: a killed run resumes to the uninterrupted result; incomplete checkpoints are skipped;
+overwriting starts afresh; results files are whole."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save
+
+import tiny_models
+from helpers import OFFLINE_ENV, REPO, run_qa
+from qakit.checkpoints import is_complete, last_complete_checkpoint, whole_run_train_loss
+from squad_data import squad_file
+from trainer_qa import EpochSeededLengthGroupedSampler
+
+
+def losses(out: Path) -> dict[int, float]:
+    history = json.loads((out / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+    return {e["step"]: e["loss"] for e in history if "loss" in e}
+
+
+def train_args(model: Path, data: Path, *extra: str) -> list[str]:
+    return ["--model_name_or_path", str(model), "--train_file", str(data), "--version_2_with_negative", "--do_train",
+            "--max_seq_length", "96", "--doc_stride", "32", "--per_device_train_batch_size", "2", "--report_to",
+            "none", "--use_cpu", "true", "--save_strategy", "steps", "--save_steps", "1", "--num_train_epochs", "3",
+            "--logging_steps", "1", *extra]
+
+
+def kill_when(args: list[str], folder: Path, timeout: float = 600) -> None:
+    """Start qa.py and SIGKILL it the moment `folder` appears, i.e. while that checkpoint is being written."""
+    proc = subprocess.Popen([sys.executable, str(REPO / "qa.py"), *args], env={**os.environ, **OFFLINE_ENV},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not folder.exists():
+        assert proc.poll() is None, "the run ended before the step it was to be killed at"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["group_by_length", "random"])
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, strategy):
+    """SIGKILL at a random step of the second epoch, during that step's checkpoint write; the rerun resumes
+    from the last complete checkpoint and ends with the same losses, weights (bit for bit) and train_loss."""
+    model = tiny_models.build_tiny("Bert", tmp_path / "bert")
+    data = squad_file(tmp_path / "train.json")
+    args = train_args(model, data, *(["--group_by_length", "false"] if strategy == "random" else []))
+    full = tmp_path / "full"
+    done = run_qa([*args, "--output_dir", str(full)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    per_epoch = json.loads((full / "trainer_state.json").read_text())["global_step"] // 3
+    assert per_epoch >= 4
+    step = random.Random().randint(per_epoch + 2, 2 * per_epoch - 1)  # mid second epoch, never the first step
+    killed = tmp_path / "killed"
+    kill_when([*args, "--output_dir", str(killed)], killed / f"checkpoint-{step}")
+    rerun = run_qa([*args, "--output_dir", str(killed)])
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = rerun.stdout + rerun.stderr
+    resumed = int(log.split("Resuming from")[1].split("checkpoint-")[1].split()[0])
+    assert step - 1 <= resumed <= step, (step, resumed)
+    assert losses(killed) == losses(full)
+    a, b = load_file(full / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    train_loss = [json.loads((d / "train_results.json").read_text())["train_loss"] for d in (full, killed)]
+    assert train_loss[1] == pytest.approx(train_loss[0], rel=1e-12, abs=0)
+
+
+def test_length_grouped_order_depends_only_on_seed_and_epoch():
+    torch.manual_seed(0)
+    sampler = EpochSeededLengthGroupedSampler(4, [i % 13 for i in range(40)], seed=7)
+    sampler.set_epoch(1)
+    first = list(sampler)
+    torch.rand(100)  # the global RNG moving on changes nothing
+    sampler.set_epoch(1)
+    assert list(sampler) == first and sorted(first) == list(range(40))
+    sampler.set_epoch(2)
+    assert list(sampler) != first
+
+
+def test_whole_run_train_loss_counts_the_steps_before_the_resume():
+    history = [{"step": s, "loss": float(s)} for s in range(1, 5)]  # steps 1..4 logged one by one
+    # resumed at 4, then steps 5..6 with mean 5.5: the whole run's mean is (1+2+3+4+5+6)/6 = 3.5
+    assert whole_run_train_loss(history, resumed_at=4, global_step=6, session_loss=5.5) == pytest.approx(3.5)
+
+
+def _torch_bytes() -> bytes:
+    buf = io.BytesIO()
+    torch.save({"x": 1}, buf)
+    return buf.getvalue()
+
+
+def test_incomplete_checkpoints_are_skipped(tmp_path):
+    def checkpoint(step: int, files: dict[str, bytes]) -> Path:
+        path = tmp_path / f"checkpoint-{step}"
+        path.mkdir()
+        for name, content in files.items():
+            (path / name).write_bytes(content)
+        return path
+
+    pt, weights = _torch_bytes(), save({"w": torch.zeros(4)})
+    full = {"config.json": b"{}", "model.safetensors": weights, "training_args.bin": pt, "optimizer.pt": pt,
+            "scheduler.pt": pt, "rng_state.pth": pt}
+    good = checkpoint(2, {**full, "trainer_state.json": json.dumps({"global_step": 2}).encode()})
+    checkpoint(4, {k: v for k, v in full.items() if k != "rng_state.pth"})  # killed before trainer_state.json
+    checkpoint(6, {**full, "optimizer.pt": pt[:-10], "trainer_state.json": b'{"global_step": 6}'})  # truncated
+    checkpoint(8, {**full, "model.safetensors": weights[:-4], "trainer_state.json": b'{"global_step": 8}'})
+    checkpoint(10, {**full, "trainer_state.json": b'{"global_st'})  # cut state
+    assert is_complete(good) and last_complete_checkpoint(tmp_path) == str(good)
+    assert not any(is_complete(tmp_path / f"checkpoint-{s}") for s in (4, 6, 8, 10))
+    os.rename(good, tmp_path / "checkpoint-3")  # the state must name the folder's step
+    assert last_complete_checkpoint(tmp_path) is None
