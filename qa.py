@@ -29,18 +29,19 @@ import datasets
 import torch
 import transformers
 import yaml
-from transformers import (AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer, HfArgumentParser,
-                          TrainingArguments, set_seed)
+from transformers import (AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer, EarlyStoppingCallback,
+                          HfArgumentParser, TrainingArguments, set_seed)
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import squad_v2
 import utils_qa
 from metrics.scoring import score_answers
 from qakit.batches import QACollator
-from qakit.checkpoints import is_complete, last_complete_checkpoint
+from qakit.checkpoints import describe_best, is_complete, last_complete_checkpoint
 from qakit.errors import QAConfigError, QAError
 from qakit.family import QAFamily, prepare_model
 from qakit.features import EvalSet, build_features, limit, with_lengths
+from qakit.files import write_json
 from trainer_qa import QuestionAnsweringTrainer
 from utils_qa import AnswerSettings, QAPredictions
 
@@ -108,15 +109,22 @@ class DataTrainingArguments:
                 raise QAConfigError(f"--{name} must be at least 1 (got {getattr(self, name)})")
 
 
+@dataclass
+class _StoppingArguments(TrainingArguments):
+    early_stopping_patience: int | None = field(default=None, metadata={
+        "help": "Stop after this many evaluations without improving --metric_for_best_model (needs "
+                "--load_best_model_at_end and an --eval_strategy)."})
+
+
 _GROUPED = "Batches of windows of similar length (our default; HF's is random): less padding, the same F1."
 if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:  # transformers 5
     @dataclass
-    class QATrainingArguments(TrainingArguments):
+    class QATrainingArguments(_StoppingArguments):
         train_sampling_strategy: str = field(default="group_by_length", metadata={
             "help": f"{_GROUPED} Or random, sequential, batch_rebalance."})
 else:  # transformers 4.x
     @dataclass
-    class QATrainingArguments(TrainingArguments):
+    class QATrainingArguments(_StoppingArguments):
         group_by_length: bool = field(default=True, metadata={"help": f"{_GROUPED} --group_by_length false: random."})
 
 
@@ -141,6 +149,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataTrain
     except ValueError as err:  # TrainingArguments' own checks of flag combinations
         raise QAConfigError(f"in {source}: {err}") from err
     _check_batch_sizes(training_args)
+    _check_stopping(training_args)
     return model_args, data_args, training_args, overwrite or bool(getattr(training_args, "overwrite_output_dir", False))
 
 
@@ -184,6 +193,16 @@ def _check_batch_sizes(args: TrainingArguments) -> None:
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(args, name) < 1:
             raise QAConfigError(f"--{name} must be at least 1 (got {getattr(args, name)})")
+
+
+def _check_stopping(args: TrainingArguments) -> None:
+    if args.early_stopping_patience is None:
+        return
+    if args.early_stopping_patience < 1:
+        raise QAConfigError(f"--early_stopping_patience must be at least 1 (got {args.early_stopping_patience})")
+    if not (args.load_best_model_at_end and args.metric_for_best_model):
+        raise QAConfigError("--early_stopping_patience needs --load_best_model_at_end and --metric_for_best_model "
+                            "(e.g. f1, exact, HasAns_f1), with --eval_strategy steps|epoch matching --save_strategy")
 
 
 _LAUNCH_SIZE = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")  # as accelerate reads them
@@ -266,8 +285,8 @@ def setup_logging(training_args: TrainingArguments) -> None:
         logging.getLogger(name).setLevel(ours)
     datasets.utils.logging.set_verbosity(library_level)
     transformers.utils.logging.set_verbosity(library_level)
-    logger.info("Process rank %s, device %s, n_gpu %s, distributed %s, bf16 %s, fp16 %s",
-                training_args.process_index, training_args.device, training_args.n_gpu,
+    logger.info("Process rank %s of %s, device %s, n_gpu %s, distributed %s, bf16 %s, fp16 %s",
+                training_args.process_index, training_args.world_size, training_args.device, training_args.n_gpu,
                 training_args.parallel_mode.value == "distributed", training_args.bf16, training_args.fp16)
 
 
@@ -459,6 +478,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         processing_class=tokenizer,
         data_collator=QACollator(family, data_args.max_seq_length, data_args.pad_to_max_length),
         answer_settings=settings, answer_questions=functools.partial(answer_questions, settings=settings))
+    if training_args.early_stopping_patience:
+        trainer.add_callback(EarlyStoppingCallback(training_args.early_stopping_patience))
     results: dict[str, float] = {}
     with disk_errors(training_args.output_dir):
         if training_args.do_train:
@@ -468,6 +489,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             trainer.log_metrics("train", metrics)
             trainer.save_metrics("train", metrics)
             trainer.save_state()
+            if trainer.state.best_model_checkpoint and trainer.is_world_process_zero():
+                write_json(os.path.join(training_args.output_dir, "best_checkpoint.json"),
+                           describe_best(trainer.state, training_args.metric_for_best_model,
+                                         sys.argv[1:] if argv is None else argv))
             results.update(metrics)
 
         # Predict -> post-process -> score -> write: `answer_questions`, run by evaluate() and predict()

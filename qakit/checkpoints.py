@@ -13,6 +13,7 @@ import os
 import re
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import transformers
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -104,3 +105,14 @@ def last_complete_checkpoint(folder: str | os.PathLike, with_optimizer: bool = T
             return str(path)
         logger.warning("Skipping %s: an incomplete checkpoint (the run stopped while writing it?)", path)
     return None
+
+
+def describe_best(state: Any, metric: str, arguments: list[str] | None) -> dict[str, Any]:
+    """What best_checkpoint.json says: which checkpoint won, on what metric, with the evaluation that chose it
+    and the arguments of the run."""
+    step = int(_CHECKPOINT.match(Path(state.best_model_checkpoint).name).group(1))
+    evaluation = next((e for e in state.log_history if e.get("step") == step and any(k.startswith("eval_")
+                                                                                      for k in e)), {})
+    return {"checkpoint": state.best_model_checkpoint, "step": step,
+            "metric": metric if metric.startswith("eval_") else f"eval_{metric}", "value": state.best_metric,
+            "evaluation": evaluation, "arguments": list(arguments or [])}

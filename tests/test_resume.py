@@ -7,6 +7,7 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,20 +50,48 @@ def kill_when(args: list[str], folder: Path, timeout: float = 600) -> None:
     proc.wait()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["group_by_length", "random"])
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, strategy):
-    """SIGKILL at a random step of the second epoch, during that step's checkpoint write; the rerun resumes
-    from the last complete checkpoint and ends with the same losses, weights (bit for bit) and train_loss."""
-    model = tiny_models.build_tiny("Bert", tmp_path / "bert")
-    data = squad_file(tmp_path / "train.json")
-    args = train_args(model, data, *(["--group_by_length", "false"] if strategy == "random" else []))
-    full = tmp_path / "full"
-    done = run_qa([*args, "--output_dir", str(full)])
+@pytest.fixture(scope="module", params=["group_by_length", "random"])
+def full_run(request, tmp_path_factory) -> tuple[list[str], Path, int]:
+    """An uninterrupted run (3 epochs, a checkpoint every step) with the default (grouped) or random order:
+    (its arguments without --output_dir, its folder, steps per epoch)."""
+    tmp = tmp_path_factory.mktemp(request.param)
+    model = tiny_models.build_tiny("Bert", tmp / "bert")
+    args = train_args(model, squad_file(tmp / "train.json"),
+                      *(["--group_by_length", "false"] if request.param == "random" else []))
+    done = run_qa([*args, "--output_dir", str(tmp / "full")])
     assert done.returncode == 0, done.stderr[-3000:]
-    per_epoch = json.loads((full / "trainer_state.json").read_text())["global_step"] // 3
+    per_epoch = json.loads((tmp / "full" / "trainer_state.json").read_text())["global_step"] // 3
     assert per_epoch >= 4
-    step = random.Random().randint(per_epoch + 2, 2 * per_epoch - 1)  # mid second epoch, never the first step
+    return args, tmp / "full", per_epoch
+
+
+def assert_same_run(full: Path, other: Path) -> None:
+    """Same losses at every step, the same final weights bit for bit, the same whole-run train_loss."""
+    assert losses(other) == losses(full)
+    a, b = load_file(full / "model.safetensors"), load_file(other / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    train_loss = [json.loads((d / "train_results.json").read_text())["train_loss"] for d in (full, other)]
+    assert train_loss[1] == pytest.approx(train_loss[0], rel=1e-12, abs=0)
+
+
+@pytest.mark.slow
+def test_resume_from_mid_second_epoch_is_the_uninterrupted_run(full_run, tmp_path):
+    """Resumed from a complete checkpoint in the middle of epoch 2 (HF's grouped order diverged here)."""
+    args, full, per_epoch = full_run
+    step = per_epoch + per_epoch // 2 + 1
+    resumed = tmp_path / "resumed"
+    shutil.copytree(full / f"checkpoint-{step}", resumed / f"checkpoint-{step}")
+    proc = run_qa([*args, "--output_dir", str(resumed)])
+    assert proc.returncode == 0 and f"Resuming from {resumed / f'checkpoint-{step}'}" in proc.stdout + proc.stderr
+    assert_same_run(full, resumed)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_uninterrupted_result(full_run, tmp_path):
+    """SIGKILL at a random step of the second epoch, during that step's checkpoint write; the rerun skips the
+    half-written checkpoint, resumes from the last complete one and ends as the uninterrupted run."""
+    args, full, per_epoch = full_run
+    step = random.Random().randint(per_epoch + 2, 2 * per_epoch - 1)  # mid second epoch, never its first step
     killed = tmp_path / "killed"
     kill_when([*args, "--output_dir", str(killed)], killed / f"checkpoint-{step}")
     rerun = run_qa([*args, "--output_dir", str(killed)])
@@ -70,11 +99,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, strategy):
     log = rerun.stdout + rerun.stderr
     resumed = int(log.split("Resuming from")[1].split("checkpoint-")[1].split()[0])
     assert step - 1 <= resumed <= step, (step, resumed)
-    assert losses(killed) == losses(full)
-    a, b = load_file(full / "model.safetensors"), load_file(killed / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    train_loss = [json.loads((d / "train_results.json").read_text())["train_loss"] for d in (full, killed)]
-    assert train_loss[1] == pytest.approx(train_loss[0], rel=1e-12, abs=0)
+    assert_same_run(full, killed)
 
 
 def test_length_grouped_order_depends_only_on_seed_and_epoch():
@@ -121,3 +146,26 @@ def test_incomplete_checkpoints_are_skipped(tmp_path):
     assert not any(is_complete(tmp_path / f"checkpoint-{s}") for s in (4, 6, 8, 10))
     os.rename(good, tmp_path / "checkpoint-3")  # the state must name the folder's step
     assert last_complete_checkpoint(tmp_path) is None
+
+
+@pytest.mark.slow
+def test_overwrite_output_dir_starts_afresh(tmp_path):
+    """The earlier run's checkpoints go; a later plain rerun can no longer resume the old run and put its
+    weights back over the new model: it stops with the usual message instead."""
+    model = tiny_models.build_tiny("Bert", tmp_path / "bert")
+    data = squad_file(tmp_path / "train.json")
+    out = tmp_path / "o"
+    base = ["--model_name_or_path", str(model), "--train_file", str(data), "--version_2_with_negative", "--do_train",
+            "--max_seq_length", "96", "--doc_stride", "32", "--per_device_train_batch_size", "2", "--report_to",
+            "none", "--use_cpu", "true", "--output_dir", str(out)]
+    old = run_qa([*base, "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1"])
+    assert old.returncode == 0 and (out / "checkpoint-2").is_dir(), old.stderr[-2000:]
+    new = run_qa([*base, "--max_steps", "3", "--save_strategy", "no", "--learning_rate", "1e-3",
+                  "--overwrite_output_dir"])
+    assert new.returncode == 0, new.stderr[-2000:]
+    assert "removing 2 checkpoint(s) of the earlier run" in new.stdout + new.stderr
+    assert not list(out.glob("checkpoint-*"))
+    weights = (out / "model.safetensors").read_bytes()
+    again = run_qa([*base, "--max_steps", "3", "--save_strategy", "no"])
+    assert again.returncode == 2 and "no checkpoint to resume from" in again.stderr
+    assert (out / "model.safetensors").read_bytes() == weights

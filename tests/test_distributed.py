@@ -1,0 +1,152 @@
+"""Several processes and several nodes on this machine's CPU (gloo): they train together, evaluate as one
+process would, pick the best checkpoint on every rank, and a dead rank stops the run cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import tiny_models
+from helpers import OFFLINE_ENV, REPO, run_qa
+from squad_data import squad_file
+
+pytestmark = pytest.mark.slow
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # torchrun's default; the same in the one-process runs they are compared to
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory) -> Path:
+    return tiny_models.build_tiny("Bert", tmp_path_factory.mktemp("models") / "bert")
+
+
+def torchrun(nproc: int, port: int, nnodes: int = 1, node_rank: int = 0) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--nnodes={nnodes}",
+            f"--node_rank={node_rank}", "--master_addr=127.0.0.1", f"--master_port={port}", str(REPO / "qa.py")]
+
+
+def common(model: Path, data: Path) -> list[str]:
+    return ["--model_name_or_path", str(model), "--train_file", str(data), "--validation_file", str(data),
+            "--version_2_with_negative", "--max_seq_length", "64", "--doc_stride", "16", "--report_to", "none",
+            "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "3", "--learning_rate", "1e-3"]
+
+
+def read(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def assert_evaluates_as_one_process(model: Path, data: Path, run_dir: Path, tmp_path: Path) -> None:
+    """The trained model evaluated by one process gives the run's evaluation files exactly."""
+    one = run_qa([*common(model, data), "--model_name_or_path", str(run_dir), "--do_eval", "--use_cpu", "true",
+                  "--output_dir", str(tmp_path / "one")], env=ONE_THREAD)
+    assert one.returncode == 0, one.stderr[-3000:]
+    for name in ("eval_predictions", "eval_null_odds", "eval_nbest_predictions"):
+        assert read(tmp_path / "one" / f"{name}.json") == read(run_dir / f"{name}.json"), name
+
+
+def test_cpu_processes_train_together_without_use_cpu(bert, tmp_path):
+    """torchrun on a machine without GPUs, no --use_cpu: one gloo group, not two runs writing one folder."""
+    data = squad_file(tmp_path / "d.json")
+    out = tmp_path / "two"
+    proc = run_qa([*common(bert, data), "--do_train", "--do_eval", "--max_steps", "3", "--save_strategy", "no",
+                   "--output_dir", str(out)], launcher=torchrun(2, 29541), env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "distributed True" in log and "distributed False" not in log, log[-3000:]
+    assert read(out / "train_results.json")["train_samples"] > 0
+    assert_evaluates_as_one_process(bert, data, out, tmp_path)
+
+
+def test_two_nodes_through_the_run_script(bert, tmp_path):
+    """`NNODES=2 NODE_RANK=0|1 MASTER_ADDR=... bash run_train_offline.sh` on this machine, one process per node."""
+    data = squad_file(tmp_path / "d.json")
+    out = tmp_path / "nodes"
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, **OFFLINE_ENV, **ONE_THREAD, "NNODES": "2", "NODE_RANK": str(rank),
+               "NPROC_PER_NODE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29543", "MODEL_PATH": str(bert),
+               "SQUAD_PATH": str(data), "OUTPUT_DIR": str(out),
+               "HF_DATASETS_CACHE": str(tmp_path / f"cache{rank}")}  # each node its own disk, as on a cluster
+        procs.append(subprocess.Popen(["bash", str(REPO / "run_train_offline.sh"), *common(bert, data)[6:],
+                                       "--max_steps", "3", "--per_device_eval_batch_size", "3"],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    assert "Process rank 0 of 2" in logs[0] and "distributed True" in logs[0]
+    assert read(out / "eval_results.json")["eval_total"] == 7
+    assert_evaluates_as_one_process(bert, data, out, tmp_path)
+
+
+def test_best_checkpoint_and_early_stopping_under_torchrun(bert, tmp_path):
+    """Every rank computes the same F1, so the best checkpoint and early stopping agree across ranks; with a
+    learning rate of 0 the F1 never improves and patience 1 stops the run after its second evaluation."""
+    data = squad_file(tmp_path / "d.json")
+    out = tmp_path / "best"
+    proc = run_qa([*common(bert, data), "--do_train", "--max_steps", "20", "--learning_rate", "0",
+                   "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
+                   "--load_best_model_at_end", "--metric_for_best_model", "f1", "--early_stopping_patience", "1",
+                   "--output_dir", str(out)], launcher=torchrun(2, 29545), env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = read(out / "trainer_state.json")
+    assert state["global_step"] == 4  # evaluations at 2 and 4; no improvement at 4 with patience 1
+    best = read(out / "best_checkpoint.json")
+    assert best["checkpoint"].endswith("checkpoint-2") and best["metric"] == "eval_f1"
+    assert best["value"] == best["evaluation"]["eval_f1"] == state["best_metric"]
+    assert "--early_stopping_patience" in best["arguments"]
+
+
+def test_a_dead_rank_stops_the_run_and_the_rerun_resumes(bert, tmp_path):
+    """kill -9 one worker mid-training: the run ends in bounded time naming the rank, leaves no results
+    files, and the same command afterwards resumes from the last complete checkpoint."""
+    data = squad_file(tmp_path / "d.json")
+    out = tmp_path / "dead"
+    args = [*common(bert, data), "--do_train", "--max_steps", "40", "--save_strategy", "steps", "--save_steps",
+            "4", "--output_dir", str(out)]
+    proc = subprocess.Popen(torchrun(2, 29547) + args, env={**os.environ, **OFFLINE_ENV, **ONE_THREAD},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not (out / "checkpoint-8").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "training never reached step 8"
+        time.sleep(0.05)
+    victim = next(pid for pid in _children(proc.pid) if "RANK=1\0" in _environ(pid))
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    log = proc.communicate(timeout=120)[0]
+    assert time.monotonic() - killed_at < 60
+    assert proc.returncode != 0
+    assert "rank" in log.lower() and ("exitcode" in log or "-9" in log), log[-3000:]
+    assert not any((out / name).exists() for name in ("train_results.json", "all_results.json"))
+    rerun = run_qa(args, launcher=torchrun(2, 29549), env=ONE_THREAD)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "Resuming from" in rerun.stdout + rerun.stderr
+    assert read(out / "trainer_state.json")["global_step"] == 40
+
+
+def _children(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun's agent starts the workers)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                    found.append(int(entry.name))
+                    todo.append(int(entry.name))
+    return found
+
+
+def _environ(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "environ").read_text(errors="replace") + "\0"
+    except OSError:
+        return ""
