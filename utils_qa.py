@@ -245,15 +245,15 @@ def _strip_spans(contexts: list[str], question: np.ndarray, start: np.ndarray, e
     if not len(start):
         return
     questions, row_question = np.unique(question, return_inverse=True)
-    slot: dict[int, int] = {}  # one mask per distinct context object: contexts are shared per paragraph
+    slot: dict[str, int] = {}  # one mask per distinct context: SQuAD asks ~10 questions per paragraph
     masks: list[np.ndarray] = []
     question_slot = np.empty(len(questions), dtype=np.int64)
     for k, q in enumerate(questions.tolist()):
         text = contexts[q]
-        if id(text) not in slot:
-            slot[id(text)] = len(masks)
+        if text not in slot:
+            slot[text] = len(masks)
             masks.append(_space_mask(text))
-        question_slot[k] = slot[id(text)]
+        question_slot[k] = slot[text]
     base = np.concatenate([[0], np.cumsum([len(m) for m in masks])])[question_slot[row_question]]
     flat = np.concatenate(masks)
     edge = np.zeros(len(start), dtype=bool)
@@ -372,11 +372,13 @@ def postprocess_reference(ids: list[str], contexts: list[str], windows: WindowIn
                 for j in ends:
                     if j < i or j - i + 1 > max_answer_length:
                         continue
-                    first, last = strip_span(contexts[e], int(char_starts[i - cs]), int(char_ends[j - cs]))
-                    spans.append({"text": contexts[e][first:last], "offsets": [first, last],
+                    spans.append({"offsets": [int(char_starts[i - cs]), int(char_ends[j - cs])],
                                   "start_logit": float(s[i]), "end_logit": float(t[j]),
                                   "score": float(s[i]) + float(t[j])})
         spans = sorted(spans, key=lambda p: -p["score"])[:n_best_size]
+        for p in spans:
+            p["offsets"] = list(strip_span(contexts[e], *p["offsets"]))
+            p["text"] = contexts[e][p["offsets"][0]:p["offsets"][1]]
         best[qid] = spans[0]["text"] if spans else ""
         entries = list(spans)
         if version_2_with_negative:
