@@ -483,31 +483,36 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results: dict[str, float] = {}
     with disk_errors(training_args.output_dir):
         if training_args.do_train:
-            out = trainer.train(resume_from_checkpoint=checkpoint)
-            trainer.save_model()
-            metrics = dict(out.metrics, train_samples=len(train_features))
-            trainer.log_metrics("train", metrics)
-            trainer.save_metrics("train", metrics)
-            trainer.save_state()
-            if trainer.state.best_model_checkpoint and trainer.is_world_process_zero():
-                write_json(os.path.join(training_args.output_dir, "best_checkpoint.json"),
-                           describe_best(trainer.state, training_args.metric_for_best_model,
-                                         sys.argv[1:] if argv is None else argv))
-            results.update(metrics)
+            results |= train(trainer, checkpoint, len(train_features), sys.argv[1:] if argv is None else argv)
 
         # Predict -> post-process -> score -> write: `answer_questions`, run by evaluate() and predict()
         if training_args.do_eval:
-            metrics = trainer.evaluate()
-            trainer.log_metrics("eval", metrics)
-            trainer.save_metrics("eval", metrics)
-            results.update(metrics)
+            results |= report(trainer, "eval", trainer.evaluate())
         if training_args.do_predict:
             examples, features = features_for("test", data_args.max_predict_samples)
             _, metrics = trainer.predict(EvalSet(examples, features, has_answers=reports["test"].has_answers))
-            trainer.log_metrics("predict", metrics)
-            trainer.save_metrics("predict", metrics)
-            results.update(metrics)
+            results |= report(trainer, "predict", metrics)
     return results
+
+
+def train(trainer: QuestionAnsweringTrainer, checkpoint: str | None, n_windows: int,
+          arguments: list[str]) -> dict[str, float]:
+    """Train (resuming `checkpoint`); keep the model, the metrics, the state and which checkpoint was best."""
+    out = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model()
+    metrics = report(trainer, "train", dict(out.metrics, train_samples=n_windows))
+    trainer.save_state()
+    if trainer.state.best_model_checkpoint and trainer.is_world_process_zero():
+        write_json(os.path.join(trainer.args.output_dir, "best_checkpoint.json"),
+                   describe_best(trainer.state, trainer.args.metric_for_best_model, arguments))
+    return metrics
+
+
+def report(trainer: QuestionAnsweringTrainer, split: str, metrics: dict[str, float]) -> dict[str, float]:
+    """Print a split's metrics and keep them in `<split>_results.json` and `all_results.json`."""
+    trainer.log_metrics(split, metrics)
+    trainer.save_metrics(split, metrics)
+    return metrics
 
 
 def answer_questions(trainer: QuestionAnsweringTrainer, data: EvalSet, prefix: str,
