@@ -381,7 +381,12 @@ def load_model(model_args: ModelArguments) -> tuple[torch.nn.Module, Any]:
            "trust_remote_code": model_args.trust_remote_code}
     config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub)
     tokenizer_source = model_args.tokenizer_name or model_args.model_name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **hub)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **hub)
+    except (TypeError, ValueError) as err:  # transformers 4.x: a tokenizer class given no vocabulary file
+        raise QAConfigError(f"cannot load a tokenizer from {tokenizer_source} ({err}): the folder probably lacks "
+                            "its tokenizer files (tokenizer.json, vocab.txt, spiece.model, ...); copy them there "
+                            "or pass --tokenizer_name") from err
     check_vocabulary(tokenizer, config, tokenizer_source)
     dtype = model_args.torch_dtype if model_args.torch_dtype == "auto" else getattr(torch, model_args.torch_dtype)
     kwargs: dict[str, Any] = {"dtype": dtype}  # transformers 5 defaults to the checkpoint's dtype; we do not
@@ -410,7 +415,7 @@ def check_unknown_share(family: QAFamily, raw: datasets.DatasetDict, source: str
                         limit_share: float = 0.5) -> None:
     """Most context tokens unknown means the tokenizer does not belong to this data or model."""
     split = next(iter(raw))
-    share = family.unknown_share(list(dict.fromkeys(raw[split]["context"][:n * 10]))[:n])
+    share = family.unknown_share(list(dict.fromkeys(raw[split][: n * 10]["context"]))[:n])
     if share > limit_share:
         raise QAConfigError(
             f"the tokenizer loaded from {source} maps {100 * share:.0f}% of the {split} contexts' tokens to its "

@@ -59,11 +59,11 @@ class QuestionAnsweringTrainer(Trainer):
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, metrics)
         return preds, metrics
 
-    def train(self, resume_from_checkpoint: str | None = None, *args: Any, **kwargs: Any):
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
         """As Trainer.train, but train_loss is the mean over the whole run, also after a resume (Trainer's
         own covers only the steps since the resume)."""
         resumed_at = 0
-        if resume_from_checkpoint:
+        if isinstance(resume_from_checkpoint, str):  # qa.py passes the complete checkpoint it chose
             with open(os.path.join(resume_from_checkpoint, "trainer_state.json"), encoding="utf-8") as f:
                 resumed_at = json.load(f)["global_step"]
         out = super().train(resume_from_checkpoint, *args, **kwargs)

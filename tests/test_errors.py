@@ -114,7 +114,8 @@ def test_model_folder_without_tokenizer_files_is_refused(bert, data, tmp_path, c
     for name in ("config.json", "model.safetensors"):
         shutil.copy(bert / name, bare / name)
     code, err = run(eval_args(bare, data, tmp_path / "o"), capsys)
-    one_clear_line(code, err, str(bare), "vocab_size", "--tokenizer_name")
+    line = one_clear_line(code, err, str(bare), "tokenizer files", "--tokenizer_name")
+    assert "vocab_size" in line or "cannot load a tokenizer" in line  # transformers 5 / 4.x
     assert not (tmp_path / "o" / "eval_predictions.json").exists()
 
 

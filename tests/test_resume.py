@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save
 
 import tiny_models
 from helpers import OFFLINE_ENV, REPO, run_qa
-from qakit.checkpoints import is_complete, last_complete_checkpoint, whole_run_train_loss
+from qakit.checkpoints import TRANSFORMERS_5, is_complete, last_complete_checkpoint, whole_run_train_loss
 from squad_data import squad_file
 from trainer_qa import EpochSeededLengthGroupedSampler
 
@@ -66,12 +66,14 @@ def full_run(request, tmp_path_factory) -> tuple[list[str], Path, int]:
 
 
 def assert_same_run(full: Path, other: Path) -> None:
-    """Same losses at every step, the same final weights bit for bit, the same whole-run train_loss."""
+    """Same losses at every step, the same final weights bit for bit, the same whole-run train_loss (to the
+    last bit on transformers 5)."""
     assert losses(other) == losses(full)
     a, b = load_file(full / "model.safetensors"), load_file(other / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     train_loss = [json.loads((d / "train_results.json").read_text())["train_loss"] for d in (full, other)]
-    assert train_loss[1] == pytest.approx(train_loss[0], rel=1e-12, abs=0)
+    # transformers 4.x logs losses rounded to 4 decimals, and the steps before the resume come from that log
+    assert train_loss[1] == pytest.approx(train_loss[0], rel=1e-12, abs=0 if TRANSFORMERS_5 else 1e-4)
 
 
 @pytest.mark.slow
@@ -116,8 +118,10 @@ def test_length_grouped_order_depends_only_on_seed_and_epoch():
 
 def test_whole_run_train_loss_counts_the_steps_before_the_resume():
     history = [{"step": s, "loss": float(s)} for s in range(1, 5)]  # steps 1..4 logged one by one
-    # resumed at 4, then steps 5..6 with mean 5.5: the whole run's mean is (1+2+3+4+5+6)/6 = 3.5
-    assert whole_run_train_loss(history, resumed_at=4, global_step=6, session_loss=5.5) == pytest.approx(3.5)
+    # resumed at 4, then steps 5..6 (losses 5 and 6): the whole run's mean is (1+2+3+4+5+6)/6 = 3.5. Trainer
+    # reports the session as (5+6)/2 on transformers 5 and as (5+6)/global_step on 4.x.
+    session = 5.5 if TRANSFORMERS_5 else 11 / 6
+    assert whole_run_train_loss(history, resumed_at=4, global_step=6, session_loss=session) == pytest.approx(3.5)
 
 
 def _torch_bytes() -> bytes:
