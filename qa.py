@@ -10,6 +10,7 @@ Same flags as HF's examples/pytorch/question-answering/run_qa.py. Launch with `p
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import errno
 import functools
@@ -46,6 +47,7 @@ from trainer_qa import QuestionAnsweringTrainer
 from utils_qa import AnswerSettings, QAPredictions
 
 logger = logging.getLogger("qa")
+THRESHOLD_FILE = "null_threshold.json"  # the null threshold an evaluation calibrated, kept with the model
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,8 +92,10 @@ class DataTrainingArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many evaluation questions."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use only this many test questions."})
     version_2_with_negative: bool = field(default=False, metadata={"help": "Some questions have no answer (v2)."})
-    null_score_diff_threshold: float = field(default=0.0, metadata={
-        "help": "Answer empty when null score - best span score is above this."})
+    null_score_diff_threshold: str | None = field(default=None, metadata={
+        "help": "v2: answer empty when null score - best span score is above this number. `best`: predict with "
+                "the evaluation's best_f1_thresh (needs --do_eval). Default: the threshold the model folder "
+                f"records ({THRESHOLD_FILE}, written by an evaluation), else 0.0."})
     doc_stride: int = field(default=128, metadata={"help": "Context tokens shared by consecutive windows."})
     n_best_size: int = field(default=20, metadata={"help": "Candidate answers kept per question."})
     max_answer_length: int = field(default=30, metadata={"help": "Longest answer, in tokens."})
@@ -107,6 +111,12 @@ class DataTrainingArguments:
         for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise QAConfigError(f"--{name} must be at least 1 (got {getattr(self, name)})")
+        if self.null_score_diff_threshold not in (None, "best"):
+            try:
+                float(self.null_score_diff_threshold)
+            except ValueError:
+                raise QAConfigError(f"--null_score_diff_threshold must be a number or best (got "
+                                    f"{self.null_score_diff_threshold!r})") from None
 
 
 @dataclass
@@ -150,6 +160,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataTrain
         raise QAConfigError(f"in {source}: {err}") from err
     _check_batch_sizes(training_args)
     _check_stopping(training_args)
+    if data_args.null_score_diff_threshold == "best" and not (training_args.do_eval and
+                                                              data_args.version_2_with_negative):
+        raise QAConfigError("--null_score_diff_threshold best needs --do_eval and --version_2_with_negative: the "
+                            "threshold is the evaluation's best_f1_thresh")
     return model_args, data_args, training_args, overwrite or bool(getattr(training_args, "overwrite_output_dir", False))
 
 
@@ -477,7 +491,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     # Train
     settings = AnswerSettings(data_args.n_best_size, data_args.max_answer_length,
-                              data_args.version_2_with_negative, data_args.null_score_diff_threshold)
+                              data_args.version_2_with_negative, starting_threshold(data_args, model_args))
     trainer = QuestionAnsweringTrainer(
         model=model, args=training_args, train_dataset=train_features, eval_set=eval_set,
         processing_class=tokenizer,
@@ -493,11 +507,50 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         # Predict -> post-process -> score -> write: `answer_questions`, run by evaluate() and predict()
         if training_args.do_eval:
             results |= report(trainer, "eval", trainer.evaluate())
+            record_threshold(trainer, results)
         if training_args.do_predict:
+            if data_args.null_score_diff_threshold == "best":
+                trainer.answer_questions = functools.partial(answer_questions, settings=dataclasses.replace(
+                    settings, null_score_diff_threshold=best_threshold(results)))
             examples, features = features_for("test", data_args.max_predict_samples)
             _, metrics = trainer.predict(EvalSet(examples, features, has_answers=reports["test"].has_answers))
             results |= report(trainer, "predict", metrics)
     return results
+
+
+def starting_threshold(data_args: DataTrainingArguments, model_args: ModelArguments) -> float:
+    """The null threshold for evaluation (and prediction, unless `best`): the one given, else the one the
+    model folder records, else 0.0 (HF's default)."""
+    given = data_args.null_score_diff_threshold
+    if given not in (None, "best"):
+        return float(given)
+    recorded = Path(model_args.model_name_or_path) / THRESHOLD_FILE
+    if data_args.version_2_with_negative and recorded.is_file():
+        try:
+            value = float(json.loads(recorded.read_text(encoding="utf-8"))["null_score_diff_threshold"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise QAConfigError(f"{recorded} is damaged ({err}): delete it or pass --null_score_diff_threshold") from err
+        logger.info("Null threshold %s, as recorded in %s (pass --null_score_diff_threshold to override)",
+                    value, recorded)
+        return value
+    return 0.0
+
+
+def best_threshold(results: dict[str, float]) -> float:
+    if "eval_best_f1_thresh" not in results:
+        raise QAConfigError("--null_score_diff_threshold best needs --do_eval on data with answers and "
+                            "--version_2_with_negative (the threshold comes from the evaluation)")
+    value = float(results["eval_best_f1_thresh"])
+    logger.info("Predicting with the evaluation's best_f1_thresh %s (best_f1 %.2f)", value, results["eval_best_f1"])
+    return value
+
+
+def record_threshold(trainer: QuestionAnsweringTrainer, results: dict[str, float]) -> None:
+    """Keep the calibrated threshold next to the model, so a later --do_predict on this folder uses it."""
+    if "eval_best_f1_thresh" in results and trainer.is_world_process_zero():
+        write_json(os.path.join(trainer.args.output_dir, THRESHOLD_FILE),
+                   {"null_score_diff_threshold": results["eval_best_f1_thresh"], "best_f1": results["eval_best_f1"],
+                    "best_exact": results["eval_best_exact"], "evaluated_questions": results["eval_examples"]})
 
 
 def train(trainer: QuestionAnsweringTrainer, checkpoint: str | None, n_windows: int,
