@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import errno
-import functools
 import json
 import logging
 import os
@@ -418,7 +417,7 @@ def check_vocabulary(tokenizer: Any, config: Any, source: str) -> None:
     if not isinstance(vocab, int) or vocab <= 0:
         return
     size = len(tokenizer)
-    if size < vocab // 2 or max(tokenizer.get_vocab().values(), default=0) >= vocab:
+    if size < vocab // 2 or size > vocab:  # too few tokens, or ids beyond the embedding table
         raise QAConfigError(
             f"the tokenizer loaded from {source} has {size} tokens but the model's vocab_size is {vocab}: the "
             "folder probably lacks its tokenizer files (tokenizer.json, vocab.txt, spiece.model, ...); copy them "
@@ -480,9 +479,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             raise QAConfigError(f"{flag} needs a {split} split: pass --{split}_file or a --dataset_name that has one")
         examples = limit(raw[split], n)
         features = build_features(examples, split, family, data_args.max_seq_length, data_args.doc_stride,
-                                  features_cache_dir(model_args), overwrite_cache=data_args.overwrite_cache,
-                                  num_proc=data_args.preprocessing_num_workers,
-                                  main_process_first=training_args.main_process_first)
+                                  features_cache_dir(model_args),
+                                  training_args.main_process_first, overwrite_cache=data_args.overwrite_cache,
+                                  num_proc=data_args.preprocessing_num_workers)
         return examples, features
 
     train_features = (with_lengths(features_for("train", data_args.max_train_samples)[1],
@@ -496,7 +495,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         model=model, args=training_args, train_dataset=train_features, eval_set=eval_set,
         processing_class=tokenizer,
         data_collator=QACollator(family, data_args.max_seq_length, data_args.pad_to_max_length),
-        answer_settings=settings, answer_questions=functools.partial(answer_questions, settings=settings))
+        answer_settings=settings, answer_questions=answer_questions)
     if training_args.early_stopping_patience:
         trainer.add_callback(EarlyStoppingCallback(training_args.early_stopping_patience))
     results: dict[str, float] = {}
@@ -510,8 +509,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             record_threshold(trainer, results)
         if training_args.do_predict:
             if data_args.null_score_diff_threshold == "best":
-                trainer.answer_questions = functools.partial(answer_questions, settings=dataclasses.replace(
-                    settings, null_score_diff_threshold=best_threshold(results)))
+                trainer.answer_settings = dataclasses.replace(settings,
+                                                              null_score_diff_threshold=best_threshold(results))
             examples, features = features_for("test", data_args.max_predict_samples)
             _, metrics = trainer.predict(EvalSet(examples, features, has_answers=reports["test"].has_answers))
             results |= report(trainer, "predict", metrics)
@@ -573,13 +572,15 @@ def report(trainer: QuestionAnsweringTrainer, split: str, metrics: dict[str, flo
     return metrics
 
 
-def answer_questions(trainer: QuestionAnsweringTrainer, data: EvalSet, prefix: str,
-                     settings: AnswerSettings) -> tuple[dict[str, float], QAPredictions]:
-    """Predict -> post-process -> score -> write for one split, timed end to end.
+def answer_questions(trainer: QuestionAnsweringTrainer, data: EvalSet,
+                     prefix: str) -> tuple[dict[str, float], QAPredictions]:
+    """Predict -> post-process -> score -> write for one split, timed end to end, with the trainer's
+    `answer_settings` (the flags of HF's post-processing).
 
     `<prefix>_runtime` covers the forward passes and post-processing; the throughput figures and
     `<prefix>_total_runtime` cover everything, scoring and writing included.
     """
+    settings = trainer.answer_settings
     start = time.time()
     cand, metrics = trainer.predict_candidates(data, prefix)
     utils_qa.check_finite(cand, data.windows.example_index, data.ids)

@@ -3,12 +3,12 @@
 The trainer does the device side only: `prediction_step` keeps each window's best candidate spans (found
 on the device), the evaluation loop gathers them across processes, and `predict_candidates` puts them
 back in window order. What becomes of them (post-process, score, write) is the `answer_questions`
-function qa.py passes in, so the same steps run for the final evaluation and during training.
+function qa.py passes in, so the same steps run for the final evaluation and during training; it reads
+the post-processing flags from `answer_settings`, which the device side uses too.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -21,7 +21,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 
 from qakit.checkpoints import whole_run_train_loss
 from qakit.features import EvalSet
-from qakit.files import write_atomic, write_json
+from qakit.files import atomic_path, write_json
 from utils_qa import AnswerSettings, Candidates, QAPredictions, candidates_from_arrays, top_candidates
 
 AnswerFn = Callable[["QuestionAnsweringTrainer", EvalSet, str], tuple[dict[str, float], QAPredictions]]
@@ -88,9 +88,10 @@ class QuestionAnsweringTrainer(Trainer):
             write_json(path, everything, indent=4, sort_keys=True)
 
     def save_state(self) -> None:
+        """Trainer's own trainer_state.json, written whole or not at all."""
         if self.is_world_process_zero():
-            state = json.dumps(dataclasses.asdict(self.state), indent=2, sort_keys=True) + "\n"
-            write_atomic(os.path.join(self.args.output_dir, "trainer_state.json"), lambda f: f.write(state))
+            with atomic_path(os.path.join(self.args.output_dir, "trainer_state.json")) as tmp:
+                self.state.save_to_json(tmp)
 
     def _answer(self, data: EvalSet | None, prefix: str) -> tuple[dict[str, float], QAPredictions]:
         if data is None:

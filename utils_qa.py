@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from qakit.alignment import trim
 from qakit.errors import QARunError
 from qakit.files import write_atomic, write_json
 from qakit.windows import WindowIndex
@@ -221,16 +222,6 @@ class QAPredictions:
         return self.nbest.to_dict() if isinstance(self.nbest, NBest) else self.nbest
 
 
-def strip_span(text: str, start: int, end: int) -> tuple[int, int]:
-    """A span without whitespace at either end: a token that carries a space or a newline (byte-level BPE,
-    characters) can start or end a span, and the answer would keep it."""
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return start, end
-
-
 _SPACE = np.array([chr(c).isspace() for c in range(0x3001)])  # no code point above U+3000 is whitespace
 
 
@@ -260,7 +251,7 @@ def _strip_spans(contexts: list[str], question: np.ndarray, start: np.ndarray, e
     some = end > start
     edge[some] = flat[base[some] + start[some]] | flat[base[some] + end[some] - 1]
     for r in np.flatnonzero(edge).tolist():
-        start[r], end[r] = strip_span(contexts[question[r]], int(start[r]), int(end[r]))
+        start[r], end[r] = trim(contexts[question[r]], int(start[r]), int(end[r]))
 
 
 def _group_softmax(scores: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
@@ -377,7 +368,7 @@ def postprocess_reference(ids: list[str], contexts: list[str], windows: WindowIn
                                   "score": float(s[i]) + float(t[j])})
         spans = sorted(spans, key=lambda p: -p["score"])[:n_best_size]
         for p in spans:
-            p["offsets"] = list(strip_span(contexts[e], *p["offsets"]))
+            p["offsets"] = list(trim(contexts[e], *p["offsets"]))
             p["text"] = contexts[e][p["offsets"][0]:p["offsets"][1]]
         best[qid] = spans[0]["text"] if spans else ""
         entries = list(spans)

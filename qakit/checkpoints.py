@@ -91,8 +91,8 @@ def is_complete(checkpoint: str | os.PathLike, with_optimizer: bool = True) -> b
     needed = ["training_args.bin"]
     if with_optimizer:  # not with --save_only_model
         # one RNG file per process that saved; a rerun may use another number of processes
-        rng = [p.name for p in path.glob("rng_state*.pth")]
-        needed += ["optimizer.pt", "scheduler.pt", *rng] if rng else ["rng_state.pth"]
+        rng = [p.name for p in path.glob("rng_state*.pth")] or ["rng_state.pth"]
+        needed += ["optimizer.pt", "scheduler.pt", *rng]
     return weights and nonempty("config.json") and all(torch_file(name) for name in needed)
 
 

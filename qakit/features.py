@@ -11,7 +11,7 @@ import glob
 import hashlib
 import logging
 import os
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,15 +35,14 @@ def limit(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
 
 
 def build_features(ds: datasets.Dataset, split: str, family: QAFamily, max_seq_length: int, doc_stride: int,
-                   cache_dir: str, *, overwrite_cache: bool = False, num_proc: int | None = None,
-                   main_process_first: Callable[..., AbstractContextManager] | None = None) -> datasets.Dataset:
+                   cache_dir: str, main_process_first: Callable[..., AbstractContextManager], *,
+                   overwrite_cache: bool = False, num_proc: int | None = None) -> datasets.Dataset:
     """Tokenize into windows in batches (in parallel with `num_proc`), cached on disk.
 
     The cache key covers the questions, the tokenizer, the model's inputs, the window settings and the
     code that makes windows, so a second run with the same data reuses them and a change to any does not.
     """
     train = split == "train"
-    check_window_room(ds["question"], ds["id"], family, max_seq_length, doc_stride, split)
     fn = prepare_train_features if train else prepare_eval_features
     kwargs = {"family": family, "max_seq_length": max_seq_length, "doc_stride": doc_stride}
     schema = _window_schema(ds, fn, kwargs)
@@ -53,8 +52,9 @@ def build_features(ds: datasets.Dataset, split: str, family: QAFamily, max_seq_l
     cached = not overwrite_cache and bool(glob.glob(cache_file[: -len(".arrow")] + "*.arrow"))
     if cached:
         logger.info("%s: reusing the windows cached in %s", split, cache_file)
-    first = main_process_first(desc=f"{split} windows") if main_process_first else nullcontext()
-    with first:
+    else:  # said when the windows are made; a run that reuses them was told then
+        check_window_room(ds["question"], ds["id"], family, max_seq_length, doc_stride, split)
+    with main_process_first(desc=f"{split} windows"):
         try:
             features = ds.map(fn, batched=True, with_indices=not train, fn_kwargs=kwargs,
                               remove_columns=ds.column_names, num_proc=num_proc,

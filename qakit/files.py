@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any, Callable, TextIO
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TextIO
 
 
-def write_atomic(path: str, write: Callable[[TextIO], Any]) -> None:
-    """Write through a temporary file in the same folder, then rename it over `path`."""
+@contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """A temporary path in `path`'s folder (`.tmp-*`, removed at the next start if a kill leaves it) that
+    is renamed over `path` when the block ends without an error."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".json")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            write(f)
+        yield tmp
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; results are for everyone the umask allows
@@ -21,6 +24,12 @@ def write_atomic(path: str, write: Callable[[TextIO], Any]) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def write_atomic(path: str, write: Callable[[TextIO], Any]) -> None:
+    """Write a text file through `atomic_path`."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        write(f)
 
 
 def write_json(path: str, obj: Any, indent: int | None = 2, sort_keys: bool = False) -> None:

@@ -35,10 +35,9 @@ def _context_windows(n_tokens: int, budget: int, stride: int) -> Iterator[tuple[
 
 def _windows(examples: dict[str, list], family: QAFamily, max_seq_length: int, doc_stride: int):
     """Yield (example position in batch, window, context token range, context encoding) for a batch."""
-    questions = [q.strip() for q in examples["question"]]  # leading spaces would only eat the window
     contexts = examples["context"]
     q_cap = family.max_question_tokens(max_seq_length, doc_stride)
-    question_ids = family.encode_ids(questions)
+    question_ids = _question_ids(examples["question"], family)
     unique = list(dict.fromkeys(contexts))  # SQuAD asks ~10 questions per paragraph: tokenize each once
     encoded = dict(zip(unique, family.encode(unique)))
     for i, (ids, starts, ends) in enumerate(encoded[c] for c in contexts):
@@ -48,12 +47,16 @@ def _windows(examples: dict[str, list], family: QAFamily, max_seq_length: int, d
             yield i, family.frame(q_ids, ids[ws:we]), (ws, we), (starts, ends)
 
 
+def _question_ids(questions: list[str], family: QAFamily) -> list[list[int]]:
+    return family.encode_ids([q.strip() for q in questions])  # leading spaces would only eat the window
+
+
 def check_window_room(questions: list[str], ids: list[str], family: QAFamily, max_seq_length: int,
                       doc_stride: int, where: str) -> None:
     """Say once per split what the window settings do to these questions: how many are cut to fit, and
     whether the windows crawl (advance by a few tokens, so each context makes very many windows)."""
     q_cap = family.max_question_tokens(max_seq_length, doc_stride)
-    lengths = [len(q) for q in family.encode_ids([q.strip() for q in questions])]
+    lengths = [len(q) for q in _question_ids(questions, family)]
     cut = [qid for qid, n in zip(ids, lengths) if n > q_cap]
     if cut:
         logger.warning("%s: %d question(s) longer than %d tokens were cut to fit the window (first: %s)", where,

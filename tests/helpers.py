@@ -3,6 +3,7 @@ comparisons of answers and offsets that stand as oracles."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -42,6 +43,22 @@ def run_qa(args: list[str], *, cwd: Path = REPO, launcher: list[str] | None = No
     cmd = (launcher or [sys.executable, str(REPO / "qa.py")]) + list(args)
     return subprocess.run(cmd, cwd=cwd, env={**os.environ, **OFFLINE_ENV, **(env or {})}, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def run_cli(args: list, capsys: Any) -> tuple[int, str]:
+    """qa.py's command line in this process (imports are paid once): (exit status, stderr)."""
+    import qa
+
+    try:
+        qa.cli([str(a) for a in args])
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    return code, capsys.readouterr().err
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def nbest_key(entries: list[dict]) -> list[tuple]:

@@ -17,7 +17,7 @@ import pytest
 import transformers
 
 import tiny_models
-from helpers import REPO, run_qa
+from helpers import REPO, run_cli, run_qa
 from squad_data import contexts_by_id, squad_file
 
 pytestmark = pytest.mark.slow
@@ -37,18 +37,6 @@ def qa_args(model: Path, data: Path, test: Path, out: Path, max_len: int) -> lis
             "--learning_rate", "1e-3", "--logging_steps", "1", "--max_seq_length", str(max_len),
             "--doc_stride", str(max_len // 4), "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true",
             "--output_dir", str(out), "--cache_dir", str(out.parent / "cache"), "--overwrite_output_dir"]
-
-
-def run_here(model: Path, args: list[str], capsys) -> tuple[int, str]:
-    """qa.py's command line in this process (imports are paid once for all rows)."""
-    import qa
-
-    code = 0
-    try:
-        qa.cli(args)
-    except SystemExit as stop:
-        code = stop.code
-    return code, capsys.readouterr().err
 
 
 def run_legacy(row_name: str, model: Path, args: list[str], cwd: Path) -> tuple[int, str]:
@@ -93,7 +81,7 @@ def test_architecture(row, tmp_path, record_property, capsys, monkeypatch):
         env = f"transformers {transformers.__version__}"
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         tiny_models.build_tiny(row.name, model)
-        code, err = run_here(model, args, capsys)
+        code, err = run_cli(args, capsys)
     if row.name in EXPECTED_FAILURES:
         assert code == 2, err[-3000:]
         assert EXPECTED_FAILURES[row.name] in err and "Traceback" not in err

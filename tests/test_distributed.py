@@ -3,7 +3,6 @@ process would, pick the best checkpoint on every rank, and a dead rank stops the
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import tiny_models
-from helpers import OFFLINE_ENV, REPO, run_qa
+from helpers import OFFLINE_ENV, REPO, read_json as read, run_qa
 from squad_data import squad_file
 
 pytestmark = pytest.mark.slow
@@ -35,10 +34,6 @@ def common(model: Path, data: Path) -> list[str]:
     return ["--model_name_or_path", str(model), "--train_file", str(data), "--validation_file", str(data),
             "--version_2_with_negative", "--max_seq_length", "64", "--doc_stride", "16", "--report_to", "none",
             "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "3", "--learning_rate", "1e-3"]
-
-
-def read(path: Path):
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def assert_evaluates_as_one_process(model: Path, data: Path, run_dir: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import torch
 
 import qa
 import tiny_models
+from helpers import run_cli as run
 from squad_data import squad_file
 from trainer_qa import QuestionAnsweringTrainer
 
@@ -26,16 +27,6 @@ def bert(tmp_path_factory) -> Path:
 @pytest.fixture
 def data(tmp_path) -> Path:
     return squad_file(tmp_path / "data.json")
-
-
-def run(args: list[str], capsys) -> tuple[int, str]:
-    """qa.py's command line; (exit status, stderr)."""
-    try:
-        qa.cli([str(a) for a in args])
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    return code, capsys.readouterr().err
 
 
 def eval_args(model: Path, data: Path, out: Path, *extra) -> list:

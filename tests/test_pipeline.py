@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from helpers import REPO, minilm_path, run_qa
+from helpers import REPO, minilm_path, read_json as read, run_qa
 from squad_data import contexts_by_id, squad_file
 
 pytestmark = [pytest.mark.slow,
@@ -17,10 +16,6 @@ pytestmark = [pytest.mark.slow,
 MODEL = minilm_path()
 COMMON = ["--model_name_or_path", str(MODEL), "--max_seq_length", "96", "--doc_stride", "32", "--report_to", "none",
           "--per_device_eval_batch_size", "3", "--use_cpu", "true", "--save_strategy", "no"]
-
-
-def read(path: Path):
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")

@@ -3,20 +3,15 @@ records it, and a later --do_predict on that folder uses it unless told otherwis
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 import tiny_models
-from helpers import run_qa
+from helpers import read_json as read, run_qa
 from squad_data import squad_file
 
 pytestmark = pytest.mark.slow
-
-
-def read(path: Path):
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def thresholded(out: Path, threshold: float) -> dict[str, str]:
