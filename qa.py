@@ -29,18 +29,20 @@ import datasets
 import torch
 import transformers
 import yaml
-from transformers import (AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer, EarlyStoppingCallback,
-                          HfArgumentParser, TrainingArguments, set_seed)
+from transformers import (AutoConfig, AutoTokenizer, EarlyStoppingCallback, HfArgumentParser,
+                          Seq2SeqTrainingArguments, TrainingArguments, set_seed)
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import squad_v2
 import utils_qa
 from metrics.scoring import score_answers
-from qakit.batches import QACollator
+from qakit.batches import QACollator, Seq2SeqCollator
 from qakit.checkpoints import describe_best, is_complete, last_complete_checkpoint
 from qakit.errors import QAConfigError, QAError
 from qakit.family import QAFamily, prepare_model
 from qakit.features import EvalSet, build_features, limit, with_lengths
+from qakit.generative import GenerationSettings, TextInputs, postprocess_generated
+from qakit.heads import HEADS, configure_beam, head_class, resolve_head
 from qakit.files import write_json
 from trainer_qa import QuestionAnsweringTrainer
 from utils_qa import AnswerSettings, QAPredictions
@@ -72,6 +74,15 @@ class ModelArguments:
     offsets_by_alignment: bool = field(default=False, metadata={
         "help": "Compute character offsets by aligning tokens with the text even for a fast tokenizer "
                 "(tokenizers without offsets always do)."})
+    answer_head: str = field(default="auto", metadata={
+        "help": "How the model answers: span (start/end head, as run_qa.py), beam (XLNet/XLM/Flaubert beam-search "
+                "head, as run_qa_beam_search.py), generate (encoder-decoder writes the answer, as "
+                "run_seq2seq_qa.py; also --predict_with_generate). auto: generate for a checkpoint saved as a "
+                "seq2seq LM, else span.", "choices": list(HEADS)})
+    start_n_top: int | None = field(default=None, metadata={
+        "help": "Beam head: start positions kept per window (default: the config's, 5)."})
+    end_n_top: int | None = field(default=None, metadata={
+        "help": "Beam head: end positions kept per start (default: the config's, 5)."})
 
 
 @dataclass
@@ -97,7 +108,16 @@ class DataTrainingArguments:
                 f"records ({THRESHOLD_FILE}, written by an evaluation), else 0.0."})
     doc_stride: int = field(default=128, metadata={"help": "Context tokens shared by consecutive windows."})
     n_best_size: int = field(default=20, metadata={"help": "Candidate answers kept per question."})
-    max_answer_length: int = field(default=30, metadata={"help": "Longest answer, in tokens."})
+    max_answer_length: int = field(default=30, metadata={
+        "help": "Longest answer, in tokens (generative models: longest training target)."})
+    val_max_answer_length: int | None = field(default=None, metadata={
+        "help": "Generative models: longest generated answer at evaluation (default: --max_answer_length; "
+                "--generation_max_length overrides both)."})
+    ignore_pad_token_for_loss: bool = field(default=True, metadata={
+        "help": "Generative models: padded target positions do not count in the loss."})
+    question_column: str = field(default="question", metadata={"help": "Question column of a hub or flat dataset."})
+    context_column: str = field(default="context", metadata={"help": "Context column of a hub or flat dataset."})
+    answer_column: str = field(default="answers", metadata={"help": "Answers column of a hub or flat dataset."})
 
     def __post_init__(self) -> None:
         if not (self.dataset_name or self.train_file or self.validation_file or self.test_file):
@@ -107,7 +127,7 @@ class DataTrainingArguments:
                 raise QAConfigError(f"--{name} must be at least 1 (got {getattr(self, name)})")
         if self.doc_stride < 0:
             raise QAConfigError(f"--doc_stride must be 0 or more (got {self.doc_stride})")
-        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
+        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "val_max_answer_length"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise QAConfigError(f"--{name} must be at least 1 (got {getattr(self, name)})")
         if self.null_score_diff_threshold not in (None, "best"):
@@ -119,7 +139,7 @@ class DataTrainingArguments:
 
 
 @dataclass
-class _StoppingArguments(TrainingArguments):
+class _StoppingArguments(Seq2SeqTrainingArguments):  # TrainingArguments plus HF's generation flags
     early_stopping_patience: int | None = field(default=None, metadata={
         "help": "Stop after this many evaluations without improving --metric_for_best_model (needs "
                 "--load_best_model_at_end and an --eval_strategy)."})
@@ -384,8 +404,8 @@ def check_model_source(name: str, flag: str) -> None:
         raise QAConfigError(f"{flag} {name}: no such folder (and not a hub model id); check the path")
 
 
-def load_model(model_args: ModelArguments) -> tuple[torch.nn.Module, Any]:
-    """Config, tokenizer and span-prediction model; fast tokenizer when the family has one."""
+def load_model(model_args: ModelArguments, predict_with_generate: bool) -> tuple[torch.nn.Module, Any, str]:
+    """Config, tokenizer, and the model with the head it answers with (`qakit.heads`)."""
     check_model_source(model_args.model_name_or_path, "--model_name_or_path")
     for flag in ("config_name", "tokenizer_name"):
         if getattr(model_args, flag):
@@ -393,6 +413,10 @@ def load_model(model_args: ModelArguments) -> tuple[torch.nn.Module, Any]:
     hub = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
            "trust_remote_code": model_args.trust_remote_code}
     config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub)
+    head = resolve_head(config, model_args.answer_head, predict_with_generate)
+    if head == "beam":
+        configure_beam(config, model_args.start_n_top, model_args.end_n_top)
+    logger.info("Answer head: %s", head)
     tokenizer_source = model_args.tokenizer_name or model_args.model_name_or_path
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **hub)
@@ -405,9 +429,9 @@ def load_model(model_args: ModelArguments) -> tuple[torch.nn.Module, Any]:
     kwargs: dict[str, Any] = {"dtype": dtype}  # transformers 5 defaults to the checkpoint's dtype; we do not
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
-    model = AutoModelForQuestionAnswering.from_pretrained(model_args.model_name_or_path, config=config, **hub, **kwargs)
-    prepare_model(model, tokenizer)
-    return model, tokenizer
+    model = head_class(config, head).from_pretrained(model_args.model_name_or_path, config=config, **hub, **kwargs)
+    prepare_model(model, tokenizer, generative=head == "generate")
+    return model, tokenizer, head
 
 
 def check_vocabulary(tokenizer: Any, config: Any, source: str) -> None:
@@ -464,13 +488,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     set_seed(training_args.seed)
 
     # Load: questions, model, and how this model family is fed
+    columns = {"question": data_args.question_column, "context": data_args.context_column,
+               "answers": data_args.answer_column}
     raw, reports = squad_v2.load_squad(data_args.dataset_name, data_args.dataset_config_name, data_args.train_file,
                                        data_args.validation_file, data_args.test_file, cache_dir=model_args.cache_dir,
-                                       token=model_args.token)
+                                       token=model_args.token, columns=columns)
     check_answerability(raw, reports, data_args)
-    model, tokenizer = load_model(model_args)
+    model, tokenizer, head = load_model(model_args, training_args.predict_with_generate)
     family = QAFamily.detect(model, tokenizer, data_args.max_seq_length, model_args.offsets_by_alignment)
     check_unknown_share(family, raw, model_args.tokenizer_name or model_args.model_name_or_path)
+    text_inputs = (TextInputs.detect(family, data_args.max_seq_length, data_args.doc_stride,
+                                     data_args.max_answer_length) if head == "generate" else None)
 
     # Features: questions -> windows (cached)
     def features_for(split: str, n: int | None) -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -481,7 +509,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         features = build_features(examples, split, family, data_args.max_seq_length, data_args.doc_stride,
                                   features_cache_dir(model_args),
                                   training_args.main_process_first, overwrite_cache=data_args.overwrite_cache,
-                                  num_proc=data_args.preprocessing_num_workers)
+                                  num_proc=data_args.preprocessing_num_workers, text_inputs=text_inputs)
         return examples, features
 
     train_features = (with_lengths(features_for("train", data_args.max_train_samples)[1],
@@ -491,11 +519,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # Train
     settings = AnswerSettings(data_args.n_best_size, data_args.max_answer_length,
                               data_args.version_2_with_negative, starting_threshold(data_args, model_args))
+    if head == "generate":
+        collator = Seq2SeqCollator(family, data_args.max_seq_length, data_args.pad_to_max_length,
+                                   data_args.ignore_pad_token_for_loss)
+    else:
+        collator = QACollator(family, data_args.max_seq_length, data_args.pad_to_max_length, beam=head == "beam")
     trainer = QuestionAnsweringTrainer(
         model=model, args=training_args, train_dataset=train_features, eval_set=eval_set,
-        processing_class=tokenizer,
-        data_collator=QACollator(family, data_args.max_seq_length, data_args.pad_to_max_length),
-        answer_settings=settings, answer_questions=answer_questions)
+        processing_class=tokenizer, data_collator=collator, answer_settings=settings,
+        answer_questions=answer_questions, head=head,
+        generation=generation_settings(training_args, data_args, text_inputs, tokenizer) if text_inputs else None)
     if training_args.early_stopping_patience:
         trainer.add_callback(EarlyStoppingCallback(training_args.early_stopping_patience))
     results: dict[str, float] = {}
@@ -515,6 +548,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             _, metrics = trainer.predict(EvalSet(examples, features, has_answers=reports["test"].has_answers))
             results |= report(trainer, "predict", metrics)
     return results
+
+
+def generation_settings(training_args: Seq2SeqTrainingArguments, data_args: DataTrainingArguments,
+                        text_inputs: TextInputs, tokenizer: Any) -> GenerationSettings:
+    """HF's precedence: --generation_max_length, else --val_max_answer_length, else --max_answer_length."""
+    beams = training_args.generation_num_beams or 1
+    if beams < 1:
+        raise QAConfigError(f"--generation_num_beams must be at least 1 (got {beams})")
+    length = training_args.generation_max_length or data_args.val_max_answer_length or data_args.max_answer_length
+    return GenerationSettings(num_beams=beams, num_return=min(data_args.n_best_size, beams), max_new_tokens=length,
+                              empty_answer=text_inputs.empty_answer, eos_token_id=tokenizer.eos_token_id)
 
 
 def starting_threshold(data_args: DataTrainingArguments, model_args: ModelArguments) -> float:
@@ -584,8 +628,14 @@ def answer_questions(trainer: QuestionAnsweringTrainer, data: EvalSet,
     start = time.time()
     cand, metrics = trainer.predict_candidates(data, prefix)
     utils_qa.check_finite(cand, data.windows.example_index, data.ids)
-    preds = utils_qa.postprocess(data.ids, data.contexts, data.windows, cand, settings.n_best_size,
-                                 settings.version_2_with_negative, settings.null_score_diff_threshold)
+    if trainer.head == "generate":
+        preds = postprocess_generated(data.ids, data.contexts, data.windows, cand, trainer.processing_class,
+                                      settings.n_best_size, settings.version_2_with_negative,
+                                      settings.null_score_diff_threshold)
+    else:
+        preds = utils_qa.postprocess(data.ids, data.contexts, data.windows, cand, settings.n_best_size,
+                                     settings.version_2_with_negative, settings.null_score_diff_threshold,
+                                     null_is_odds=trainer.head == "beam")
     forward = time.time() - start
     metrics.update({f"{prefix}_runtime": round(forward, 4), f"{prefix}_samples": len(data.features),
                     f"{prefix}_samples_per_second": round(len(data.features) / forward, 3)})

@@ -428,9 +428,15 @@ def _load_hub(
         raise SquadHubError(f"{name}: {err}; check --dataset_name, or give local files with {FILE_OPTIONS}") from None
 
 
-def _hub_split(name: str, role: str, split: datasets.Dataset) -> tuple[datasets.Dataset, SquadReport]:
+def _hub_split(name: str, role: str, split: datasets.Dataset,
+               columns: dict[str, str] | None = None) -> tuple[datasets.Dataset, SquadReport]:
     """Put a hub split through the same checks as a flat local file."""
     source = f"{name}[{role}]"
+    renames = {theirs: ours for ours, theirs in (columns or {}).items()
+               if theirs != ours and theirs in split.column_names}
+    if renames:
+        split = split.remove_columns([c for c in renames.values() if c in split.column_names])
+        split = split.rename_columns(renames)
     missing = [c for c in ("id", "context", "question") if c not in split.column_names]
     if missing:
         raise SquadHubError(
@@ -452,13 +458,19 @@ def load_squad(
     cache_dir: str | None = None,
     token: str | bool | None = None,
     revision: str | None = None,
+    columns: dict[str, str] | None = None,
 ) -> tuple[datasets.DatasetDict, dict[str, SquadReport]]:
-    """Load splits "train"/"validation"/"test" (those present); local files override hub splits."""
+    """Load splits "train"/"validation"/"test" (those present); local files override hub splits.
+
+    `columns` maps our column names (question, context, answers) to a hub dataset's own (HF's
+    --question_column, --context_column, --answer_column); local files keep SQuAD's field names.
+    """
     files = dict(zip(ROLES, (train_file, validation_file, test_file)))
     loaded: dict[str, tuple[datasets.Dataset, SquadReport]] = {}
     if dataset_name:
         hub = _load_hub(dataset_name, dataset_config_name, cache_dir, token, revision)
-        loaded = {role: _hub_split(dataset_name, role, hub[role]) for role in ROLES if role in hub and not files[role]}
+        loaded = {role: _hub_split(dataset_name, role, hub[role], columns) for role in ROLES
+                  if role in hub and not files[role]}
         if not loaded and not any(files.values()):
             raise SquadHubError(
                 f"{dataset_name}: no train/validation/test split (it has {', '.join(hub)}); "

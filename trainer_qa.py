@@ -1,8 +1,8 @@
 """A Trainer whose evaluate() and predict() answer questions, not windows.
 
-The trainer does the device side only: `prediction_step` keeps each window's best candidate spans (found
-on the device), the evaluation loop gathers them across processes, and `predict_candidates` puts them
-back in window order. What becomes of them (post-process, score, write) is the `answer_questions`
+The trainer does the device side only: `prediction_step` keeps each window's best candidates (spans
+found on the device, or for a generative model its generated answers), the evaluation loop gathers them
+across processes, and `predict_candidates` puts them back in window order. What becomes of them (post-process, score, write) is the `answer_questions`
 function qa.py passes in, so the same steps run for the final evaluation and during training; it reads
 the post-processing flags from `answer_settings`, which the device side uses too.
 """
@@ -22,6 +22,8 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 from qakit.checkpoints import whole_run_train_loss
 from qakit.features import EvalSet
 from qakit.files import atomic_path, write_json
+from qakit.beam import beam_candidates
+from qakit.generative import Generated, GenerationSettings, generated_candidates
 from utils_qa import AnswerSettings, Candidates, QAPredictions, candidates_from_arrays, top_candidates
 
 AnswerFn = Callable[["QuestionAnsweringTrainer", EvalSet, str], tuple[dict[str, float], QAPredictions]]
@@ -30,8 +32,11 @@ logger = logging.getLogger(__name__)
 
 class QuestionAnsweringTrainer(Trainer):
     def __init__(self, *args: Any, eval_set: EvalSet | None = None, answer_settings: AnswerSettings | None = None,
-                 answer_questions: AnswerFn | None = None, **kwargs: Any):
+                 answer_questions: AnswerFn | None = None, head: str = "span",
+                 generation: GenerationSettings | None = None, **kwargs: Any):
         super().__init__(*args, eval_dataset=eval_set.loader_dataset if eval_set else None, **kwargs)
+        self.head = head  # span, beam or generate: see qakit/heads.py
+        self.generation = generation
         # the windows carry bookkeeping (context range, null position, window index) the model does not take
         self.args.remove_unused_columns = False
         self.eval_set = eval_set
@@ -102,6 +107,13 @@ class QuestionAnsweringTrainer(Trainer):
 
     # ---- Trainer internals: the same names and signatures in transformers 4.57 and 5.x ------
 
+    def _prepare_inputs(self, inputs):
+        """The beam head's p_mask in the model's dtype: a float32 mask breaks a model loaded in half precision."""
+        inputs = super()._prepare_inputs(inputs)
+        if "p_mask" in inputs:
+            inputs["p_mask"] = inputs["p_mask"].to(self.model.dtype)
+        return inputs
+
     def _get_train_sampler(self, *args: Any, **kwargs: Any):
         """Length-grouped batches whose order depends only on (seed, epoch), so a resumed run is exact."""
         sampler = super()._get_train_sampler(*args, **kwargs)
@@ -121,22 +133,32 @@ class QuestionAnsweringTrainer(Trainer):
         """Forward one batch and keep only each window's best candidates (on the device)."""
         inputs = self._prepare_inputs(inputs)  # to the device, nested `qa_meta` included
         meta = inputs.pop("qa_meta")
-        inputs.pop("start_positions", None)
-        inputs.pop("end_positions", None)
-        with torch.no_grad(), self.compute_loss_context_manager():
-            out = model(**inputs)
+        for key in ("start_positions", "end_positions", "is_impossible", "labels"):
+            inputs.pop(key, None)
         s = self.answer_settings
-        cand = top_candidates(out.start_logits, out.end_logits, meta["context_start"], meta["context_end"],
-                              meta["null_index"], s.n_best_size, s.max_answer_length)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            if self.head == "generate":
+                cand = generated_candidates(model, inputs["input_ids"], inputs["attention_mask"], self.generation)
+                return None, (meta["feature_index"], *cand), None
+            out = model(**inputs)
+        if self.head == "beam":
+            cand = beam_candidates(out.start_top_log_probs, out.start_top_index, out.end_top_log_probs,
+                                   out.end_top_index, out.cls_logits, meta["context_start"], meta["context_end"],
+                                   s.n_best_size, s.max_answer_length)
+        else:
+            cand = top_candidates(out.start_logits, out.end_logits, meta["context_start"], meta["context_end"],
+                                  meta["null_index"], s.n_best_size, s.max_answer_length)
         return None, (meta["feature_index"], *cand), None
 
-    def predict_candidates(self, data: EvalSet, prefix: str) -> tuple[Candidates, dict[str, float]]:
+    def predict_candidates(self, data: EvalSet, prefix: str) -> tuple[Candidates | Generated, dict[str, float]]:
         """Every window's candidates in window order, on every process, with the loop's own metrics."""
         loader = self.get_eval_dataloader(data.loader_dataset)
         out = self.evaluation_loop(loader, description=prefix.capitalize(), prediction_loss_only=False,
                                    metric_key_prefix=prefix)
         loop_metrics = {k: v for k, v in out.metrics.items() if not k.endswith("_loss")}
-        return restore_order(out.predictions, len(data.features)), loop_metrics
+        arrays = restore_order(out.predictions, len(data.features))
+        return (Generated.from_arrays(arrays) if self.head == "generate" else candidates_from_arrays(arrays)), \
+            loop_metrics
 
 
 def _read_results(path: str) -> dict[str, Any]:
@@ -176,7 +198,7 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
         self.epoch += 1  # a loop that never calls set_epoch still gets a new order each pass
 
 
-def restore_order(gathered: tuple[np.ndarray, ...], n_windows: int) -> Candidates:
+def restore_order(gathered: tuple[np.ndarray, ...], n_windows: int) -> tuple[np.ndarray, ...]:
     """Put gathered windows back in feature order, checking each arrived exactly once."""
     feature_index = np.asarray(gathered[0]).astype(np.int64)
     if len(feature_index) != n_windows or not np.array_equal(np.sort(feature_index), np.arange(n_windows)):
@@ -184,4 +206,4 @@ def restore_order(gathered: tuple[np.ndarray, ...], n_windows: int) -> Candidate
                            "or duplicated across processes (--dataloader_drop_last drops the last batch)")
     inverse = np.empty(n_windows, dtype=np.int64)
     inverse[feature_index] = np.arange(n_windows)
-    return candidates_from_arrays(tuple(np.asarray(a)[inverse] for a in gathered[1:]))
+    return tuple(np.asarray(a)[inverse] for a in gathered[1:])

@@ -215,7 +215,7 @@ class QAPredictions:
 
     predictions: dict[str, str]  # thresholded answer ("" = no answer)
     best_spans: dict[str, str]  # best non-empty span, whatever the null score
-    null_odds: dict[str, float]  # null score minus best span score (v2 only)
+    null_odds: dict[str, float]  # null score minus best span score (v2 only; beam head: the null score itself)
     nbest: NBest | dict[str, list[dict[str, Any]]]
 
     def nbest_dict(self) -> dict[str, list[dict[str, Any]]]:
@@ -264,19 +264,22 @@ def _group_softmax(scores: np.ndarray, groups: np.ndarray, n_groups: int) -> np.
 @_without_gc
 def postprocess(ids: list[str], contexts: list[str], windows: WindowIndex, cand: Candidates, n_best_size: int,
                 version_2_with_negative: bool, null_score_diff_threshold: float = 0.0,
-                block: int = QUESTION_BLOCK) -> QAPredictions:
+                block: int = QUESTION_BLOCK, null_is_odds: bool = False) -> QAPredictions:
     """Best answers per question from every window's candidate spans, with array operations only.
 
     Same result as `postprocess_reference`: spans ranked by start + end logit over all windows of a
     question, ties going to the earlier window and then to the window's own order. Questions are taken
     `block` at a time into n-best columns sized up front, so the temporaries stay the same size however
-    many questions there are.
+    many questions there are. `null_is_odds` is for the beam-search head (`qakit.beam`), whose null score
+    is an answerability logit, not a span score: the odds are the smallest one itself, and the n-best
+    lists get no null row (as `qakit.beam.postprocess_beam_reference`).
     """
     n_questions = len(ids)
     spans_per_window = (cand.start_index >= 0).sum(1)
     n_spans = np.minimum(np.bincount(windows.example_index, weights=spans_per_window, minlength=n_questions),
                          n_best_size).astype(np.int64)
-    row_bounds = np.concatenate([[0], np.cumsum(n_spans + version_2_with_negative)])
+    null_rows = version_2_with_negative and not null_is_odds
+    row_bounds = np.concatenate([[0], np.cumsum(n_spans + null_rows)])
     nbest = NBest.allocate(ids, contexts, int(row_bounds[-1]))
     by_question = np.argsort(windows.example_index, kind="stable")  # each question's windows together, in order
     window_bounds = np.searchsorted(windows.example_index[by_question], np.arange(n_questions + 1))
@@ -286,7 +289,7 @@ def postprocess(ids: list[str], contexts: list[str], windows: WindowIndex, cand:
         hi = min(lo + block, n_questions)
         rows = slice(row_bounds[lo], row_bounds[hi])
         text, block_odds = _answer_block(by_question[window_bounds[lo]:window_bounds[hi]], lo, hi - lo, windows,
-                                         cand, n_best_size, version_2_with_negative, nbest, rows)
+                                         cand, n_best_size, version_2_with_negative, nbest, rows, null_is_odds)
         best_text += text
         if version_2_with_negative:
             odds[lo:hi] = block_odds
@@ -299,7 +302,7 @@ def postprocess(ids: list[str], contexts: list[str], windows: WindowIndex, cand:
 
 def _answer_block(win_of_block: np.ndarray, first: int, n_questions: int, windows: WindowIndex, cand: Candidates,
                   n_best_size: int, version_2_with_negative: bool, nbest: NBest,
-                  rows: slice) -> tuple[list[str], np.ndarray | None]:
+                  rows: slice, null_is_odds: bool = False) -> tuple[list[str], np.ndarray | None]:
     """Questions first .. first + n_questions - 1: their best span texts and null odds; their n-best rows go
     into `nbest[rows]`."""
     w, rank = np.nonzero(cand.start_index[win_of_block] >= 0)
@@ -324,6 +327,9 @@ def _answer_block(win_of_block: np.ndarray, first: int, n_questions: int, window
     if version_2_with_negative:
         null = np.full(n_questions, np.inf)
         np.minimum.at(null, windows.example_index[win_of_block] - first, cand.null_score[win_of_block])
+    if version_2_with_negative and null_is_odds:
+        odds = np.where(null == np.inf, NO_SPAN_ODDS, null)  # inf: a question without windows
+    elif version_2_with_negative:
         best_score = score[np.minimum(best_row, len(score) - 1)] if len(score) else np.zeros(n_questions)
         odds = np.where(has_span, null - best_score, NO_SPAN_ODDS)
         # the null answer goes before the first span that scores below it

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from qakit.beam import beam_inputs
 from qakit.family import QAFamily
 from qakit.windows import EVAL_META
 
@@ -18,10 +19,11 @@ class QACollator:
     Bookkeeping the trainer needs (context range, null position, window index) travels in `qa_meta`.
     """
 
-    def __init__(self, family: QAFamily, max_seq_length: int, pad_to_max_length: bool = False):
+    def __init__(self, family: QAFamily, max_seq_length: int, pad_to_max_length: bool = False, beam: bool = False):
         self.family = family
         self.max_seq_length = max_seq_length
         self.pad_to_max_length = pad_to_max_length
+        self.beam = beam  # the beam-search head also takes p_mask and cls_index (and is_impossible to train)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         fam = self.family
@@ -40,5 +42,35 @@ class QACollator:
         for key in ("start_positions", "end_positions"):
             if key in rows[0]:
                 batch[key] = torch.tensor([r[key] for r in rows], dtype=torch.long)
+        if self.beam:
+            batch.update(beam_inputs(meta["context_start"], meta["context_end"], meta["null_index"], n,
+                                     batch.get("start_positions")))
         batch["qa_meta"] = meta
+        return batch
+
+
+class Seq2SeqCollator:
+    """Pads encoder inputs on the right and targets with -100 (HF's --ignore_pad_token_for_loss), or with
+    the pad token when that flag is off, as HF's DataCollatorForSeq2Seq does."""
+
+    def __init__(self, family: QAFamily, max_seq_length: int, pad_to_max_length: bool = False,
+                 ignore_pad_token_for_loss: bool = True):
+        self.family = family
+        self.max_seq_length = max_seq_length
+        self.pad_to_max_length = pad_to_max_length
+        self.label_pad = -100 if ignore_pad_token_for_loss else family.pad_token_id
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        fam = self.family
+        n = fam.padded_length(max(len(r["input_ids"]) for r in rows), self.pad_to_max_length, self.max_seq_length)
+        ids = [r["input_ids"] for r in rows]
+        batch: dict[str, Any] = {
+            "input_ids": torch.tensor([x + [fam.pad_token_id] * (n - len(x)) for x in ids], dtype=torch.long),
+            "attention_mask": torch.tensor([[1] * len(x) + [0] * (n - len(x)) for x in ids], dtype=torch.long)}
+        if "labels" in rows[0]:
+            width = max(len(r["labels"]) for r in rows)
+            batch["labels"] = torch.tensor([r["labels"] + [self.label_pad] * (width - len(r["labels"]))
+                                            for r in rows], dtype=torch.long)
+        if "feature_index" in rows[0]:
+            batch["qa_meta"] = {"feature_index": torch.tensor([r["feature_index"] for r in rows])}
         return batch

@@ -28,9 +28,10 @@ from qakit.template import PairTemplate, has_offsets, plain_call, probe_template
 logger = logging.getLogger(__name__)
 
 
-def prepare_model(model: torch.nn.Module, tokenizer: Any) -> None:
-    """Refuse models without a span head; give the tokenizer/model what they need to run on padded batches."""
-    if "start_positions" not in inspect.signature(model.forward).parameters:
+def prepare_model(model: torch.nn.Module, tokenizer: Any, generative: bool = False) -> None:
+    """Refuse models without a span head (unless they generate answers); give the tokenizer/model what they
+    need to run on padded batches."""
+    if not generative and "start_positions" not in inspect.signature(model.forward).parameters:
         raise UnsupportedModelError(
             f"{type(model).__name__} has no start/end span head (it classifies over a fixed answer set), "
             "so it cannot do extractive question answering; use a model with a span head")

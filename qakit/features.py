@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import inspect
 import logging
 import os
 from contextlib import AbstractContextManager
@@ -20,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from qakit import alignment, family as family_module, template, windows
+from qakit import alignment, family as family_module, generative, template, windows
 from qakit.errors import QAConfigError
 from qakit.family import QAFamily
 from qakit.windows import (EVAL_META, WindowIndex, check_window_room, prepare_eval_features,
@@ -36,23 +37,31 @@ def limit(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
 
 def build_features(ds: datasets.Dataset, split: str, family: QAFamily, max_seq_length: int, doc_stride: int,
                    cache_dir: str, main_process_first: Callable[..., AbstractContextManager], *,
-                   overwrite_cache: bool = False, num_proc: int | None = None) -> datasets.Dataset:
+                   overwrite_cache: bool = False, num_proc: int | None = None,
+                   text_inputs: generative.TextInputs | None = None) -> datasets.Dataset:
     """Tokenize into windows in batches (in parallel with `num_proc`), cached on disk.
+
+    Span heads get (question, context) pairs framed by the tokenizer's template; generative models
+    (`text_inputs`) get HF's `question: Q context: C` text with answer targets.
 
     The cache key covers the questions, the tokenizer, the model's inputs, the window settings and the
     code that makes windows, so a second run with the same data reuses them and a change to any does not.
     """
     train = split == "train"
-    fn = prepare_train_features if train else prepare_eval_features
-    kwargs = {"family": family, "max_seq_length": max_seq_length, "doc_stride": doc_stride}
+    if text_inputs is None:
+        fn = prepare_train_features if train else prepare_eval_features
+        kwargs = {"family": family, "max_seq_length": max_seq_length, "doc_stride": doc_stride}
+    else:
+        fn = generative.prepare_train_features if train else generative.prepare_eval_features
+        kwargs = {"family": family, "inputs": text_inputs}
     schema = _window_schema(ds, fn, kwargs)
-    key = _cache_key(ds, family, split, schema, max_seq_length, doc_stride)
+    key = _cache_key(ds, family, split, schema, max_seq_length, doc_stride, repr(text_inputs))
     os.makedirs(cache_dir, exist_ok=True)
     cache_file = os.path.join(cache_dir, f"qa-{split}-{key}.arrow")
     cached = not overwrite_cache and bool(glob.glob(cache_file[: -len(".arrow")] + "*.arrow"))
     if cached:
         logger.info("%s: reusing the windows cached in %s", split, cache_file)
-    else:  # said when the windows are made; a run that reuses them was told then
+    elif text_inputs is None:  # said when the windows are made; a run that reuses them was told then
         check_window_room(ds["question"], ds["id"], family, max_seq_length, doc_stride, split)
     with main_process_first(desc=f"{split} windows"):
         try:
@@ -74,18 +83,18 @@ def _window_schema(ds: datasets.Dataset, fn: Any, kwargs: dict) -> datasets.Feat
     token types (0, 1, at most 2) fit in int8."""
     if len(ds) == 0:
         return None
-    one = fn(ds[:1], **kwargs) if fn is prepare_train_features else fn(ds[:1], [0], **kwargs)
+    one = fn(ds[:1], **kwargs) if "indices" not in inspect.signature(fn).parameters else fn(ds[:1], [0], **kwargs)
     width = {"token_type_ids": "int8"}
     return datasets.Features({k: datasets.Sequence(datasets.Value(width.get(k, "int32"))) if isinstance(v[0], list)
                               else datasets.Value("int32") for k, v in one.items()})
 
 
 def _cache_key(ds: datasets.Dataset, family: QAFamily, split: str, schema: datasets.Features | None,
-               max_seq_length: int, doc_stride: int) -> str:
+               max_seq_length: int, doc_stride: int, text_inputs: str) -> str:
     h = hashlib.sha256()
-    code = [Path(m.__file__).read_text() for m in (windows, family_module, template, alignment)]
+    code = [Path(m.__file__).read_text() for m in (windows, family_module, template, alignment, generative)]
     for part in (datasets.fingerprint.Hasher.hash(ds.data), family.fingerprint(), split, str(schema),
-                 str(max_seq_length), str(doc_stride), *code):
+                 str(max_seq_length), str(doc_stride), text_inputs, *code):
         h.update(part.encode())
     return h.hexdigest()[:16]
 

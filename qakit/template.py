@@ -101,3 +101,14 @@ def has_offsets(call: Callable[..., dict]) -> bool:
         return "offset_mapping" in call(PROBE_CONTEXT, add_special_tokens=False, return_offsets_mapping=True)
     except (NotImplementedError, TypeError, ValueError):
         return False
+
+
+def probe_single(tokenizer: Any, call: Callable[..., dict]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Special tokens the tokenizer puts before and after one text (T5: none and `</s>`; BART: `<s>`, `</s>`)."""
+    plain = call(PROBE_CONTEXT, add_special_tokens=False)["input_ids"]
+    framed = list(call(PROBE_CONTEXT)["input_ids"])
+    at = _find_block(framed, plain, 0)
+    if at < 0:
+        raise UnsupportedModelError(f"{type(tokenizer).__name__}: encoding a text with special tokens does not "
+                                    "contain the text's own tokens, so inputs cannot be framed")
+    return tuple(framed[:at]), tuple(framed[at + len(plain):])

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 EVAL_META = ("offset_starts", "offset_ends", "example_index")  # bookkeeping kept out of the model's batches
 
 
-def _context_windows(n_tokens: int, budget: int, stride: int) -> Iterator[tuple[int, int]]:
+def context_windows(n_tokens: int, budget: int, stride: int) -> Iterator[tuple[int, int]]:
     """Token ranges of the context, `budget` long, each overlapping the previous by `stride`."""
     start = 0
     while True:
@@ -43,7 +43,7 @@ def _windows(examples: dict[str, list], family: QAFamily, max_seq_length: int, d
     for i, (ids, starts, ends) in enumerate(encoded[c] for c in contexts):
         q_ids = question_ids[i][:q_cap]
         budget = max_seq_length - family.template.num_special - len(q_ids)
-        for ws, we in _context_windows(len(ids), budget, doc_stride):
+        for ws, we in context_windows(len(ids), budget, doc_stride):
             yield i, family.frame(q_ids, ids[ws:we]), (ws, we), (starts, ends)
 
 

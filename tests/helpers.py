@@ -99,3 +99,25 @@ def eval_features(batch: dict, family: Any, max_len: int, stride: int) -> Any:
     feats = prepare_eval_features(batch, list(range(len(batch["id"]))), family, max_len, stride)
     table = pa.Table.from_pydict(feats)  # in blocks of 17 windows, as a features file holds them in blocks
     return datasets.Dataset(pa.Table.from_batches(table.to_batches(max_chunksize=17)))
+
+
+def truncation_losses(ds, family, max_seq_length: int, doc_stride: int) -> tuple[int, int]:
+    """(answers HF's truncation cuts off, answers no window holds), counted independently of each other."""
+    from qakit import generative
+
+    tokenizer = family.tokenizer
+    inputs = generative.TextInputs.detect(family, max_seq_length, doc_stride, 30)
+    truncated = 0
+    held: set[int] = set()
+    for lo in range(0, len(ds), 1000):
+        batch = ds[lo:lo + 1000]
+        for i, (q, c, a) in enumerate(zip(batch["question"], batch["context"], batch["answers"])):
+            text, _, c_at, lead = generative.source_text(q, c)
+            enc = tokenizer(text, truncation=True, max_length=max_seq_length, return_offsets_mapping=True)
+            kept_end = max(e for _, e in enc["offset_mapping"])
+            truncated += c_at + a["answer_start"][0] - lead + len(a["text"][0]) > kept_end
+        for i, _, _, starts, ends in generative.text_windows(batch, family, inputs):
+            a = batch["answers"][i]
+            if starts and starts[0] <= a["answer_start"][0] and a["answer_start"][0] + len(a["text"][0]) <= ends[-1]:
+                held.add(lo + i)
+    return truncated, len(ds) - len(held)

@@ -14,9 +14,9 @@ from qakit.family import QAFamily
 
 
 def test_context_windows_overlap_by_stride():
-    assert list(qa_windows._context_windows(10, 4, 2)) == [(0, 4), (2, 6), (4, 8), (6, 10)]
-    assert list(qa_windows._context_windows(3, 4, 2)) == [(0, 3)]
-    assert list(qa_windows._context_windows(0, 4, 2)) == [(0, 0)]
+    assert list(qa_windows.context_windows(10, 4, 2)) == [(0, 4), (2, 6), (4, 8), (6, 10)]
+    assert list(qa_windows.context_windows(3, 4, 2)) == [(0, 3)]
+    assert list(qa_windows.context_windows(0, 4, 2)) == [(0, 0)]
 
 
 def test_windows_cover_context_and_respect_length(family, sample):

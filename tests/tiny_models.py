@@ -562,8 +562,11 @@ def build_config(row: Row, tok: Any) -> Any:
     return config_class(**kwargs)
 
 
-def tiny_model(name: str) -> tuple[Any, Any]:
-    """The tiny model `name` and its family's tokenizer, in memory (the tokenizer is shared per family)."""
+def tiny_model(name: str, class_name: str | None = None) -> tuple[Any, Any]:
+    """The tiny model `name` and its family's tokenizer, in memory (the tokenizer is shared per family).
+
+    `class_name` builds another head on the same config, e.g. "T5ForConditionalGeneration" for generative QA.
+    """
     row = ROW_BY_NAME[name]
     reason = row.unavailable_reason()
     if reason:
@@ -571,10 +574,10 @@ def tiny_model(name: str) -> tuple[Any, Any]:
     tok = family_tokenizer(row.family)
     tok.model_max_length = row.max_length
     torch.manual_seed(SEED)
-    return getattr(transformers, row.class_name)(build_config(row, tok)), tok
+    return getattr(transformers, class_name or row.class_name)(build_config(row, tok)), tok
 
 
-def build_tiny(name: str, dest: Path) -> Path:
+def build_tiny(name: str, dest: Path, class_name: str | None = None) -> Path:
     """Build the tiny model `name` (a MODELS.md name, e.g. "Bert") into `dest` and return `dest`.
 
     Without the row's `needs_package`, the config and tokenizer are written with a placeholder weights file.
@@ -585,7 +588,7 @@ def build_tiny(name: str, dest: Path) -> Path:
         raise RuntimeError(reason)
     dest = Path(dest)
     if not reason:
-        model, tok = tiny_model(name)
+        model, tok = tiny_model(name, class_name)
         tok.save_pretrained(dest)
         model.save_pretrained(dest)
         return dest

@@ -1,0 +1,245 @@
+"""Generative (sequence-to-sequence) QA: an encoder-decoder reads `question: Q context: C` and writes the answer.
+
+The input text is HF's run_seq2seq_qa.py's, token for token when the context fits. Where it does not, the
+context is cut into windows of `max_seq_length` tokens overlapping by `doc_stride` (HF's script truncates
+and loses every answer past the cut): a training window's target is the answer when the window holds it
+and the empty answer when it does not. At evaluation each window generates its best non-empty answers
+(beam search keeps `num_return` of them) and every answer, and the empty one, is scored by the model's own
+log-probability of the whole target sequence, so answers from different windows compare, and
+`empty answer score - best answer score` is a real null odds, in the units of a span head's.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+
+from qakit.errors import QAConfigError
+from qakit.family import QAFamily
+from qakit.template import probe_single
+from qakit.windows import WindowIndex, context_windows
+from utils_qa import QAPredictions
+
+NO_ANSWER_ODDS = 1e9  # null odds of a question for which no window wrote a non-empty answer
+
+
+def source_text(question: str, context: str) -> tuple[str, int, int, int]:
+    """HF's input text, with where the question ends, where the context starts in it, and how many leading
+    characters of the context the text left out (HF strips them)."""
+    q, c = question.lstrip(), context.lstrip()
+    text = " ".join(["question:", q, "context:", c])
+    return text, len("question: ") + len(q), len(text) - len(c), len(context) - len(c)
+
+
+@dataclass(frozen=True)
+class TextInputs:
+    """How windows are framed for this tokenizer, and what the empty answer is as a target."""
+
+    prefix: tuple[int, ...]  # special tokens before the text (BART: <s>; T5: none)
+    suffix: tuple[int, ...]  # and after it (</s>)
+    empty_answer: tuple[int, ...]  # target ids of "" (T5: </s>; BART: <s> </s>)
+    max_seq_length: int
+    doc_stride: int
+    max_answer_length: int
+
+    @classmethod
+    def detect(cls, family: QAFamily, max_seq_length: int, doc_stride: int, max_answer_length: int) -> "TextInputs":
+        prefix, suffix = probe_single(family.tokenizer, family._call)
+        empty = tuple(family.tokenizer(text_target="")["input_ids"])
+        inputs = cls(prefix, suffix, empty, max_seq_length, doc_stride, max_answer_length)
+        if inputs.question_room < 1:
+            raise QAConfigError(f"--max_seq_length {max_seq_length} leaves no room for context after the question "
+                                f"and --doc_stride {doc_stride}: lower --doc_stride or raise --max_seq_length")
+        return inputs
+
+    @property
+    def question_room(self) -> int:
+        """Most tokens of `question: Q context:` that still leave `doc_stride` + 1 context tokens."""
+        return self.max_seq_length - len(self.prefix) - len(self.suffix) - self.doc_stride - 1
+
+
+def _cut_question(ids: list[int], n_question: int, n_marker: int, room: int) -> list[int]:
+    """Keep the question's first tokens and the `context:` marker after it."""
+    if n_question <= room:
+        return ids[:n_question]
+    keep = max(room - n_marker, 0)
+    return ids[:keep] + ids[n_question - min(n_marker, room):n_question]
+
+
+def text_windows(examples: dict[str, list], family: QAFamily, inputs: TextInputs) -> Iterator[tuple[int, list[int], int,
+                                                                                               list[int], list[int]]]:
+    """(example position, input ids, first context token, its context tokens' start and end characters)."""
+    framed = [source_text(q, c) for q, c in zip(examples["question"], examples["context"])]
+    for i, ((ids, starts, ends), (_, q_end, c_at, lead)) in enumerate(zip(family.encode([f[0] for f in framed]),
+                                                                        framed)):
+        n_question = bisect.bisect_left(starts, c_at)  # tokens before the context: `question: Q context:`
+        n_marker = n_question - bisect.bisect_left(starts, q_end, 0, n_question)
+        question = _cut_question(ids, n_question, n_marker, inputs.question_room)
+        shift = lead - c_at  # text characters to context characters
+        c_starts = [s + shift for s in starts[n_question:]]
+        c_ends = [e + shift for e in ends[n_question:]]
+        budget = inputs.max_seq_length - len(inputs.prefix) - len(inputs.suffix) - len(question)
+        first = len(inputs.prefix) + len(question)
+        for ws, we in context_windows(len(ids) - n_question, budget, inputs.doc_stride):
+            window = [*inputs.prefix, *question, *ids[n_question + ws:n_question + we], *inputs.suffix]
+            yield i, window, first, c_starts[ws:we], c_ends[ws:we]
+
+
+def prepare_train_features(examples: dict[str, list], family: QAFamily, inputs: TextInputs) -> dict[str, list]:
+    """Windows with their target: the answer where the window holds all of it, else the empty answer."""
+    rows: dict[str, list] = {"input_ids": [], "length": []}
+    targets = []
+    for i, ids, _, starts, ends in text_windows(examples, family, inputs):
+        answers = examples["answers"][i]
+        target = ""
+        if answers["text"] and starts:
+            a_start = answers["answer_start"][0]
+            if starts[0] <= a_start and a_start + len(answers["text"][0]) <= ends[-1]:
+                target = answers["text"][0]
+        rows["input_ids"].append(ids)
+        rows["length"].append(len(ids))
+        targets.append(target)
+    rows["labels"] = list(family.tokenizer(text_target=targets, max_length=inputs.max_answer_length,
+                                           truncation=True)["input_ids"]) if targets else []
+    return rows
+
+
+def prepare_eval_features(examples: dict[str, list], indices: list[int], family: QAFamily,
+                          inputs: TextInputs) -> dict[str, list]:
+    """Windows that remember their question and where their context tokens sit in the text."""
+    rows: dict[str, list] = {k: [] for k in ("input_ids", "context_start", "example_index", "offset_starts",
+                                             "offset_ends")}
+    for i, ids, first, starts, ends in text_windows(examples, family, inputs):
+        for key, value in zip(rows, (ids, first, indices[i], starts, ends)):
+            rows[key].append(value)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Generating and scoring answers (on the device, inside the evaluation loop)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """HF's seq2seq flags: --generation_num_beams, --generation_max_length / --val_max_answer_length."""
+
+    num_beams: int
+    num_return: int  # answers kept per window: min(n_best_size, num_beams)
+    max_new_tokens: int
+    empty_answer: tuple[int, ...]
+    eos_token_id: int
+
+
+def _after_first(seqs: torch.Tensor, token: int) -> torch.Tensor:
+    """Positions after the first `token` of each row (what generate pads with)."""
+    hit = (seqs == token).int()
+    return (hit.cumsum(1) - hit) > 0
+
+
+def generated_candidates(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         s: GenerationSettings) -> tuple[torch.Tensor, ...]:
+    """Each window's best non-empty answers and its empty answer, scored by the model's log-probability.
+
+    Generation may not end at once (`min_new_tokens`), so it gives the best answers that are not the empty
+    one; the empty answer is scored by teacher forcing with the rest, in one forward of the decoder over the
+    encoder states computed once. Returns (answer tokens [B, R, max_new_tokens] with -100 after each answer's end,
+    answer scores [B, R], empty-answer score [B], nonfinite [B]), all float64 sums of log-probabilities.
+    """
+    b, r = input_ids.shape[0], s.num_return
+    encoded = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+    states = encoded.last_hidden_state  # generate() expands `encoded` in place for its beams
+    generated = model.generate(encoder_outputs=encoded, attention_mask=attention_mask, num_beams=s.num_beams,
+                               num_return_sequences=r, max_new_tokens=s.max_new_tokens,
+                               min_new_tokens=len(s.empty_answer), do_sample=False)
+    answers = generated[:, 1:]  # after the decoder's start token
+    answers = answers.masked_fill(_after_first(answers, s.eos_token_id), -100)
+    empty = torch.tensor(s.empty_answer, device=input_ids.device).expand(b, -1)
+    width = max(answers.shape[1], empty.shape[1])
+    pad = lambda x: torch.nn.functional.pad(x, (0, width - x.shape[1]), value=-100)  # noqa: E731
+    targets = torch.cat([pad(answers).view(b, r, width), pad(empty)[:, None]], 1).view(b * (r + 1), width)
+    hidden = states.repeat_interleave(r + 1, 0)
+    out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+                attention_mask=attention_mask.repeat_interleave(r + 1, 0), labels=targets)
+    logp = out.logits.float().log_softmax(-1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    scores = logp.masked_fill(targets < 0, 0).double().sum(1).view(b, r + 1)
+    # a fixed width, so that batches (and processes) gather into one array
+    tokens = torch.nn.functional.pad(answers, (0, s.max_new_tokens - answers.shape[1]), value=-100)
+    return tokens.view(b, r, s.max_new_tokens), scores[:, :r], scores[:, r], ~torch.isfinite(scores).all(1)
+
+
+@dataclass
+class Generated:
+    """Every window's generated answers, gathered from all processes, in window order."""
+
+    tokens: np.ndarray  # [N, R, T] token ids, negative = none
+    scores: np.ndarray  # [N, R] float64
+    null_score: np.ndarray  # [N] log-probability of the empty answer
+    nonfinite: np.ndarray  # [N] bool
+
+    @classmethod
+    def from_arrays(cls, arrays: tuple[np.ndarray, ...]) -> "Generated":
+        tokens, scores, null, nonfinite = arrays
+        return cls(tokens.astype(np.int64, copy=False), scores.astype(np.float64, copy=False),
+                   null.astype(np.float64, copy=False), nonfinite.astype(bool, copy=False))
+
+
+def decode_answers(tokenizer: Any, tokens: np.ndarray) -> list[str]:
+    """One text per (window, answer), in row-major order; edge whitespace removed, as for spans."""
+    flat = tokens.reshape(-1, tokens.shape[-1]).tolist()
+    return [t.strip() for t in tokenizer.batch_decode([[i for i in row if i >= 0] for row in flat],
+                                                     skip_special_tokens=True)]
+
+
+def _offsets(context: str, text: str, window: tuple[int, int]) -> list[int] | None:
+    """Where the answer appears in its window's part of the context, if it does (it need not)."""
+    at = context.find(text, *window)
+    return [at, at + len(text)] if at >= 0 else None
+
+
+def postprocess_generated(ids: list[str], contexts: list[str], windows: WindowIndex, gen: Generated, tokenizer: Any,
+                          n_best_size: int, version_2_with_negative: bool,
+                          null_score_diff_threshold: float = 0.0) -> QAPredictions:
+    """Per question: its windows' answers ranked by score (one entry per distinct text, ties to the earlier
+    window and beam), the empty answer scored from the window most sure there is an answer (the minimum,
+    as for span heads), and the same predictions, null odds and n-best lists a span head gives."""
+    texts = decode_answers(tokenizer, gen.tokens)
+    r = gen.scores.shape[1]
+    by_question: dict[int, list[int]] = {}
+    for w, e in enumerate(windows.example_index.tolist()):
+        by_question.setdefault(e, []).append(w)
+    preds, best, odds, nbest = {}, {}, {}, {}
+    for e, qid in enumerate(ids):
+        found: dict[str, tuple[float, int]] = {}
+        for w in by_question.get(e, []):
+            for k in range(r):
+                text, score = texts[w * r + k], float(gen.scores[w, k])
+                if text and math.isfinite(score) and (text not in found or score > found[text][0]):
+                    found[text] = (score, w)
+        ranked = sorted(found.items(), key=lambda item: -item[1][0])[:n_best_size]
+        entries = []
+        for text, (score, w) in ranked:
+            starts, ends = windows.offsets(w)
+            span = (int(starts[0]), int(ends[-1])) if len(starts) else (0, 0)
+            entries.append({"text": text, "offsets": _offsets(contexts[e], text, span), "score": score})
+        best[qid] = entries[0]["text"] if entries else ""
+        if version_2_with_negative:
+            null = min(float(gen.null_score[w]) for w in by_question[e])
+            at = next((i for i, p in enumerate(entries) if p["score"] < null), len(entries))
+            entries.insert(at, {"text": "", "offsets": [0, 0], "score": null})
+            odds[qid] = null - ranked[0][1][0] if ranked else NO_ANSWER_ODDS
+            preds[qid] = "" if odds[qid] > null_score_diff_threshold else best[qid]
+        else:
+            preds[qid] = best[qid]
+        top = max((p["score"] for p in entries), default=0.0)
+        total = sum(math.exp(p["score"] - top) for p in entries)
+        for p in entries:
+            p["probability"] = math.exp(p["score"] - top) / total
+        nbest[qid] = entries
+    return QAPredictions(preds, best, odds, nbest)

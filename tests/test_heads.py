@@ -1,0 +1,79 @@
+"""Which way a model answers (span, beam-search span head, generated text), and the beam-search heads end to end."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import tiny_models
+from helpers import read_json, run_cli
+from qakit.errors import QAConfigError
+from qakit.heads import head_class, resolve_head
+from squad_data import squad_file
+
+
+def test_head_comes_from_the_checkpoint_and_flags():
+    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM, T5Config
+
+    t5 = T5Config(architectures=["T5ForConditionalGeneration"])
+    assert resolve_head(t5, "auto", False) == "generate"
+    assert resolve_head(T5Config(architectures=["T5ForQuestionAnswering"]), "auto", False) == "span"
+    assert resolve_head(T5Config(), "auto", True) == "generate"
+    assert resolve_head(t5, "span", False) == "span"
+    assert head_class(t5, "generate") is AutoModelForSeq2SeqLM
+    assert head_class(t5, "span") is AutoModelForQuestionAnswering
+    bert = AutoConfig.for_model("bert")
+    with pytest.raises(QAConfigError, match="encoder-decoder"):
+        resolve_head(bert, "auto", True)
+    with pytest.raises(QAConfigError, match="drop one"):
+        resolve_head(t5, "span", True)
+    with pytest.raises(QAConfigError, match="no beam-search span head.*xlnet"):
+        resolve_head(bert, "beam", False)
+    assert head_class(AutoConfig.for_model("xlnet"), "beam").__name__ == "XLNetForQuestionAnswering"
+    assert head_class(AutoConfig.for_model("xlm"), "beam").__name__ == "XLMForQuestionAnswering"
+
+
+def test_a_saved_beam_head_is_loaded_as_one():
+    from transformers import XLNetConfig
+
+    assert resolve_head(XLNetConfig(architectures=["XLNetForQuestionAnswering"]), "auto", False) == "beam"
+    assert resolve_head(XLNetConfig(architectures=["XLNetForQuestionAnsweringSimple"]), "auto", False) == "span"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["XLNet", "XLM", "Flaubert"])
+def test_beam_head_trains_evaluates_and_reloads(name, tmp_path, capsys):
+    """Train the beam-search head a few steps and evaluate; the saved folder then evaluates as a beam head
+    again (auto), to the same answers: the head's weights and widths came back with it."""
+    model_dir = tiny_models.build_tiny(name, tmp_path / "model")
+    data = squad_file(tmp_path / "long.json")
+    common = ["--validation_file", data, "--version_2_with_negative", "--do_eval", "--max_seq_length", 48,
+              "--doc_stride", 8, "--n_best_size", 4, "--report_to", "none"]
+    out = tmp_path / "out"
+    code, err = run_cli(["--model_name_or_path", model_dir, "--answer_head", "beam", "--start_n_top", 3,
+                         "--end_n_top", 2, "--train_file", data, "--do_train", "--max_steps", 3,
+                         "--per_device_train_batch_size", 4, "--save_strategy", "no", "--output_dir", out,
+                         *common], capsys)
+    assert code == 0, err
+    again = tmp_path / "again"
+    code, err = run_cli(["--model_name_or_path", out, "--output_dir", again, *common], capsys)
+    assert code == 0, err
+    for f in ("predictions", "span_predictions"):
+        assert read_json(again / f"eval_{f}.json") == read_json(out / f"eval_{f}.json")
+    # float32 forward passes of two processes' models may differ in the last bit
+    assert read_json(again / "eval_null_odds.json") == pytest.approx(read_json(out / "eval_null_odds.json"), rel=1e-5)
+    reloaded = read_json(again / "eval_nbest_predictions.json")
+    for qid, rows in read_json(out / "eval_nbest_predictions.json").items():
+        assert [r["text"] for r in reloaded[qid]] == [r["text"] for r in rows]
+        assert [r["score"] for r in reloaded[qid]] == pytest.approx([r["score"] for r in rows], rel=1e-5)
+    nbest, odds = read_json(out / "eval_nbest_predictions.json"), read_json(out / "eval_null_odds.json")
+    preds, spans = read_json(out / "eval_predictions.json"), read_json(out / "eval_span_predictions.json")
+    assert list(nbest) == list(odds) == list(preds)
+    for qid, rows in nbest.items():
+        assert 0 < len(rows) <= 4 and all(r["text"] for r in rows)  # spans only: the null is in the odds
+        assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+        assert all(r["score"] == pytest.approx(r["start_logit"] + r["end_logit"]) and r["score"] <= 0 for r in rows)
+        assert spans[qid] == rows[0]["text"]
+        assert preds[qid] == ("" if odds[qid] > 0.0 else spans[qid])
+    assert math.isfinite(read_json(out / "eval_results.json")["eval_best_f1"])
