@@ -146,3 +146,27 @@ def _environ(pid: int) -> str:
         return (Path("/proc") / str(pid) / "environ").read_text(errors="replace") + "\0"
     except OSError:
         return ""
+
+
+def test_generative_model_trains_and_evaluates_as_one_process(tmp_path):
+    """A tiny T5 writing its answers: two processes train together and their gathered answers (token ids of
+    a fixed width, scores, null scores) are the one-process evaluation's; --do_predict answers a file
+    without answers the same way."""
+    t5 = tiny_models.build_tiny("T5", tmp_path / "t5", "T5ForConditionalGeneration")
+    data = squad_file(tmp_path / "d.json")
+    questions = squad_file(tmp_path / "q.json", answers=False)
+    gen = ["--max_answer_length", "4", "--generation_num_beams", "2", "--n_best_size", "2", "--max_seq_length", "48",
+           "--doc_stride", "8", "--test_file", str(questions), "--do_predict"]
+    out = tmp_path / "two"
+    proc = run_qa([*common(t5, data), *gen, "--do_train", "--do_eval", "--max_steps", "2", "--save_strategy", "no",
+                   "--output_dir", str(out)], launcher=torchrun(2, 29547), env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed True" in proc.stdout + proc.stderr
+    one = run_qa([*common(t5, data), *gen, "--model_name_or_path", str(out), "--do_eval", "--use_cpu", "true",
+                  "--output_dir", str(tmp_path / "one"), "--null_score_diff_threshold", "0"], env=ONE_THREAD)
+    assert one.returncode == 0, one.stderr[-3000:]
+    for name in ("eval_predictions", "eval_span_predictions", "predict_predictions"):
+        assert read(tmp_path / "one" / f"{name}.json") == read(out / f"{name}.json"), name
+    assert read(tmp_path / "one" / "eval_null_odds.json") == pytest.approx(read(out / "eval_null_odds.json"), abs=1e-5)
+    assert "predict_f1" not in read(out / "predict_results.json")  # nothing to score: the file has no answers
+    assert list(read(out / "predict_predictions.json")) == list(read(out / "eval_predictions.json"))
