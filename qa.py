@@ -29,20 +29,23 @@ import datasets
 import torch
 import transformers
 import yaml
-from transformers import (AutoConfig, AutoTokenizer, EarlyStoppingCallback, HfArgumentParser,
+from transformers import (AutoConfig, AutoTokenizer, EarlyStoppingCallback, HfArgumentParser, PrinterCallback,
                           Seq2SeqTrainingArguments, TrainingArguments, set_seed)
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import squad_v2
 import utils_qa
 from metrics.scoring import score_answers
+from qakit.ask import ASK_PREFIX, answer_records, print_answers, read_asked
 from qakit.batches import QACollator, Seq2SeqCollator
+from qakit.card import card_kwargs, card_sections
 from qakit.checkpoints import describe_best, is_complete, last_complete_checkpoint
 from qakit.errors import QAConfigError, QAError
 from qakit.family import QAFamily, prepare_model
 from qakit.features import EvalSet, build_features, limit, with_lengths
 from qakit.generative import GenerationSettings, TextInputs, postprocess_generated
 from qakit.heads import HEADS, configure_beam, head_class, resolve_head
+from qakit.report import Phases, render as render_report
 from qakit.files import write_json
 from trainer_qa import QuestionAnsweringTrainer
 from utils_qa import AnswerSettings, QAPredictions
@@ -115,13 +118,25 @@ class DataTrainingArguments:
                 "--generation_max_length overrides both)."})
     ignore_pad_token_for_loss: bool = field(default=True, metadata={
         "help": "Generative models: padded target positions do not count in the loss."})
-    question_column: str = field(default="question", metadata={"help": "Question column of a hub or flat dataset."})
-    context_column: str = field(default="context", metadata={"help": "Context column of a hub or flat dataset."})
-    answer_column: str = field(default="answers", metadata={"help": "Answers column of a hub or flat dataset."})
+    question_column: str = field(default="question", metadata={"help": "Question column of a hub dataset."})
+    context_column: str = field(default="context", metadata={"help": "Context column of a hub dataset."})
+    answer_column: str = field(default="answers", metadata={"help": "Answers column of a hub dataset."})
+    question: str | None = field(default=None, metadata={
+        "help": "Ask one question (with --context): the answer is printed as a JSON line, nothing is written."})
+    context: str | None = field(default=None, metadata={"help": "The text --question is answered from."})
+    questions_file: str | None = field(default=None, metadata={
+        "help": "Ask the questions of a JSON Lines file of {question, context} (id optional; - reads standard "
+                "input): answers printed as JSON lines, the same as --do_predict gives."})
+
+    @property
+    def asking(self) -> bool:
+        """Questions asked on the command line or in a JSON Lines file, not a dataset."""
+        return bool(self.question or self.context or self.questions_file)
 
     def __post_init__(self) -> None:
-        if not (self.dataset_name or self.train_file or self.validation_file or self.test_file):
-            raise QAConfigError("no data: pass --dataset_name, or --train_file/--validation_file/--test_file")
+        if not (self.dataset_name or self.train_file or self.validation_file or self.test_file or self.asking):
+            raise QAConfigError("no data: pass --dataset_name, or --train_file/--validation_file/--test_file (or "
+                                "ask with --question and --context, or --questions_file)")
         for name in ("n_best_size", "max_answer_length", "max_seq_length"):
             if getattr(self, name) < 1:
                 raise QAConfigError(f"--{name} must be at least 1 (got {getattr(self, name)})")
@@ -165,7 +180,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataTrain
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         source, argv = argv[0], args_file_to_flags(argv[0])
     argv, overwrite = _legacy_flags(argv)
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, QATrainingArguments))
+    parser = build_parser()
     _, unknown = parser.parse_known_args(args=argv)
     if unknown:
         raise QAConfigError(f"unknown argument(s) in {source}: {' '.join(unknown)}{_suggestion(parser, unknown)} "
@@ -179,11 +194,71 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataTrain
         raise QAConfigError(f"in {source}: {err}") from err
     _check_batch_sizes(training_args)
     _check_stopping(training_args)
+    if data_args.asking:
+        _ask_only(data_args, training_args)
     if data_args.null_score_diff_threshold == "best" and not (training_args.do_eval and
                                                               data_args.version_2_with_negative):
         raise QAConfigError("--null_score_diff_threshold best needs --do_eval and --version_2_with_negative: the "
                             "threshold is the evaluation's best_f1_thresh")
     return model_args, data_args, training_args, overwrite or bool(getattr(training_args, "overwrite_output_dir", False))
+
+
+# --help in groups, the flags users change most first in each; every other TrainingArguments flag comes last
+HELP_GROUPS = {
+    "model": ["model_name_or_path", "tokenizer_name", "config_name", "torch_dtype", "attn_implementation", "cache_dir",
+              "model_revision", "token", "trust_remote_code", "offsets_by_alignment"],
+    "data": ["dataset_name", "dataset_config_name", "train_file", "validation_file", "test_file", "max_seq_length",
+             "doc_stride", "max_train_samples", "max_eval_samples", "max_predict_samples", "pad_to_max_length",
+             "preprocessing_num_workers", "overwrite_cache", "question_column", "context_column", "answer_column"],
+    "answers": ["version_2_with_negative", "null_score_diff_threshold", "n_best_size", "max_answer_length",
+                "answer_head", "start_n_top", "end_n_top", "predict_with_generate", "generation_num_beams",
+                "generation_max_length", "val_max_answer_length", "ignore_pad_token_for_loss"],
+    "ask (no dataset: answers printed as JSON lines)": ["question", "context", "questions_file"],
+    "training": ["output_dir", "do_train", "do_eval", "do_predict", "per_device_train_batch_size",
+                 "per_device_eval_batch_size", "learning_rate", "num_train_epochs", "max_steps", "warmup_steps",
+                 "weight_decay", "gradient_accumulation_steps", "bf16", "fp16", "tf32", "eval_strategy", "eval_steps",
+                 "save_strategy", "save_steps", "save_total_limit", "logging_steps", "load_best_model_at_end",
+                 "metric_for_best_model", "early_stopping_patience", "seed", "resume_from_checkpoint",
+                 "report_to", "push_to_hub", "hub_model_id", "train_sampling_strategy", "group_by_length",
+                 "gradient_checkpointing", "torch_compile"],
+}
+
+
+def build_parser() -> HfArgumentParser:
+    """HF's parser over our three dataclasses, its --help grouped by what a flag is about."""
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, QATrainingArguments))
+    parser.usage = ("python qa.py --model_name_or_path MODEL (--dataset_name NAME | --train_file/--validation_file/"
+                    "--test_file FILE | --question Q --context C | --questions_file FILE) [flags] | python qa.py "
+                    "args.yaml")
+    owner = {id(a): g for g in parser._action_groups for a in g._group_actions}
+    placed: set[int] = set()
+
+    def move(action: Any, group: Any) -> None:
+        owner[id(action)]._group_actions.remove(action)
+        group._group_actions.append(action)
+        placed.add(id(action))
+
+    for title, names in HELP_GROUPS.items():
+        group = parser.add_argument_group(title)
+        for name in names:
+            for action in [a for a in parser._actions if a.dest == name and id(a) not in placed]:
+                move(action, group)
+    rest = parser.add_argument_group("training: every other TrainingArguments flag")
+    for action in [a for a in parser._actions if a.option_strings and a.dest != "help" and id(a) not in placed]:
+        move(action, rest)
+    return parser
+
+
+def _ask_only(data_args: DataTrainingArguments, args: TrainingArguments) -> None:
+    """Asking is predicting on the asked questions, and only that."""
+    if args.do_train or args.do_eval or data_args.test_file:
+        raise QAConfigError("--question/--questions_file answer the questions asked: drop --do_train, --do_eval "
+                            "and --test_file (or drop the questions)")
+    if data_args.null_score_diff_threshold == "best":
+        raise QAConfigError("--null_score_diff_threshold best needs an evaluation; when asking, give a number or "
+                            "leave it out (the model folder's recorded threshold is used)")
+    args.do_predict = True
+    args.disable_tqdm = True  # stdout carries the answers; stderr only what goes wrong
 
 
 def args_file_to_flags(path: str) -> list[str]:
@@ -288,7 +363,8 @@ def _legacy_flags(argv: list[str]) -> tuple[list[str], bool]:
 
     --overwrite_output_dir: start afresh instead of resuming (handled by `find_checkpoint`);
     --warmup_ratio R: --warmup_steps R (a float below 1 is a ratio); --group_by_length [true|false]:
-    --train_sampling_strategy group_by_length|random; --evaluation_strategy: --eval_strategy.
+    --train_sampling_strategy group_by_length|random; --evaluation_strategy: --eval_strategy; --logging_dir:
+    TensorBoard's folder (TENSORBOARD_LOGGING_DIR).
     """
     fields = set(TrainingArguments.__dataclass_fields__)
     overwrite = False
@@ -300,6 +376,8 @@ def _legacy_flags(argv: list[str]) -> tuple[list[str], bool]:
         argv += ["--train_sampling_strategy", "random" if group.lower() in _FALSE else "group_by_length"]
     if "evaluation_strategy" not in fields and (strategy := _take(argv, "--evaluation_strategy")) is not None:
         argv += ["--eval_strategy", strategy]
+    if "logging_dir" not in fields and (logs := _take(argv, "--logging_dir")) is not None:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = logs  # where transformers 5 reads it
     return argv, overwrite
 
 
@@ -308,12 +386,22 @@ def _legacy_flags(argv: list[str]) -> tuple[list[str], bool]:
 # --------------------------------------------------------------------------------------------
 
 
-def setup_logging(training_args: TrainingArguments) -> None:
-    """Our progress at INFO on the main process (as HF's examples do); libraries at --log_level."""
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-                        datefmt="%m/%d/%Y %H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)])
+def setup_logging(training_args: TrainingArguments, quiet: bool = False) -> None:
+    """Our progress at INFO on the main process (as HF's examples do); libraries at --log_level.
+
+    `quiet` (asking questions): standard output carries only the answers; warnings go to standard error.
+    Progress bars are drawn by the main process only.
+    """
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
+                        handlers=[logging.StreamHandler(sys.stderr if quiet else sys.stdout)])
     library_level = training_args.get_process_log_level()
+    if quiet and training_args.log_level == "passive":
+        library_level = logging.WARNING
     ours = logging.INFO if training_args.should_log and training_args.log_level == "passive" else library_level
+    if quiet:
+        ours = max(ours, library_level)
+    if quiet or not training_args.should_log:
+        datasets.disable_progress_bars()
     for name in ("qa", "squad_v2", "qakit", "utils_qa", "trainer_qa"):
         logging.getLogger(name).setLevel(ours)
     datasets.utils.logging.set_verbosity(library_level)
@@ -483,22 +571,21 @@ def features_cache_dir(model_args: ModelArguments) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args, overwrite = parse_args(argv)
-    setup_logging(training_args)
+    setup_logging(training_args, quiet=data_args.asking)
     checkpoint = find_checkpoint(training_args, overwrite)
     set_seed(training_args.seed)
+    phases = Phases()
 
     # Load: questions, model, and how this model family is fed
-    columns = {"question": data_args.question_column, "context": data_args.context_column,
-               "answers": data_args.answer_column}
-    raw, reports = squad_v2.load_squad(data_args.dataset_name, data_args.dataset_config_name, data_args.train_file,
-                                       data_args.validation_file, data_args.test_file, cache_dir=model_args.cache_dir,
-                                       token=model_args.token, columns=columns)
-    check_answerability(raw, reports, data_args)
-    model, tokenizer, head = load_model(model_args, training_args.predict_with_generate)
-    family = QAFamily.detect(model, tokenizer, data_args.max_seq_length, model_args.offsets_by_alignment)
-    check_unknown_share(family, raw, model_args.tokenizer_name or model_args.model_name_or_path)
-    text_inputs = (TextInputs.detect(family, data_args.max_seq_length, data_args.doc_stride,
-                                     data_args.max_answer_length) if head == "generate" else None)
+    with phases.time("load"):
+        raw, reports = load_questions(data_args, model_args)
+        if not data_args.asking:  # asked questions carry no answers to check
+            check_answerability(raw, reports, data_args)
+        model, tokenizer, head = load_model(model_args, training_args.predict_with_generate)
+        family = QAFamily.detect(model, tokenizer, data_args.max_seq_length, model_args.offsets_by_alignment)
+        check_unknown_share(family, raw, model_args.tokenizer_name or model_args.model_name_or_path)
+        text_inputs = (TextInputs.detect(family, data_args.max_seq_length, data_args.doc_stride,
+                                         data_args.max_answer_length) if head == "generate" else None)
 
     # Features: questions -> windows (cached)
     def features_for(split: str, n: int | None) -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -506,10 +593,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             flag = {"train": "--do_train", "validation": "--do_eval", "test": "--do_predict"}[split]
             raise QAConfigError(f"{flag} needs a {split} split: pass --{split}_file or a --dataset_name that has one")
         examples = limit(raw[split], n)
-        features = build_features(examples, split, family, data_args.max_seq_length, data_args.doc_stride,
-                                  features_cache_dir(model_args),
-                                  training_args.main_process_first, overwrite_cache=data_args.overwrite_cache,
-                                  num_proc=data_args.preprocessing_num_workers, text_inputs=text_inputs)
+        with phases.time("windows"):
+            features = build_features(examples, split, family, data_args.max_seq_length, data_args.doc_stride,
+                                      features_cache_dir(model_args),
+                                      training_args.main_process_first, overwrite_cache=data_args.overwrite_cache,
+                                      num_proc=data_args.preprocessing_num_workers, text_inputs=text_inputs)
         return examples, features
 
     train_features = (with_lengths(features_for("train", data_args.max_train_samples)[1],
@@ -534,20 +622,69 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results: dict[str, float] = {}
     with disk_errors(training_args.output_dir):
         if training_args.do_train:
-            results |= train(trainer, checkpoint, len(train_features), sys.argv[1:] if argv is None else argv)
+            results |= train(trainer, checkpoint, len(train_features), sys.argv[1:] if argv is None else argv, phases)
 
         # Predict -> post-process -> score -> write: `answer_questions`, run by evaluate() and predict()
         if training_args.do_eval:
-            results |= report(trainer, "eval", trainer.evaluate())
+            with phases.time("evaluate"):
+                metrics = trainer.evaluate()
+            phases.move("evaluate", "write", metrics["eval_write_runtime"])
+            results |= report(trainer, "eval", metrics)
             record_threshold(trainer, results)
         if training_args.do_predict:
             if data_args.null_score_diff_threshold == "best":
                 trainer.answer_settings = dataclasses.replace(settings,
                                                               null_score_diff_threshold=best_threshold(results))
-            examples, features = features_for("test", data_args.max_predict_samples)
-            _, metrics = trainer.predict(EvalSet(examples, features, has_answers=reports["test"].has_answers))
+            test_set = EvalSet(*features_for("test", data_args.max_predict_samples),
+                               has_answers=reports["test"].has_answers)
+            if data_args.asking:  # printed, not written
+                trainer.remove_callback(PrinterCallback)  # it would print the metrics among the answers
+                preds, _ = trainer.predict(test_set, metric_key_prefix=ASK_PREFIX)
+                if trainer.is_world_process_zero():
+                    print_answers(answer_records(preds, test_set.examples))
+                return results
+            with phases.time("predict"):
+                _, metrics = trainer.predict(test_set)
+            phases.move("predict", "write", metrics["predict_write_runtime"])
             results |= report(trainer, "predict", metrics)
+        hand_on(trainer, results, reports, sys.argv[1:] if argv is None else argv, model_args, data_args)
+        results |= finish(trainer, phases, results)
     return results
+
+
+def load_questions(data_args: DataTrainingArguments,
+                   model_args: ModelArguments) -> tuple[datasets.DatasetDict, dict[str, squad_v2.SquadReport]]:
+    """The splits from the hub or local files, or the questions asked (as the test split)."""
+    if data_args.asking:
+        asked, report_ = read_asked(data_args.question, data_args.context, data_args.questions_file)
+        return datasets.DatasetDict({"test": asked}), {"test": report_}
+    columns = {"question": data_args.question_column, "context": data_args.context_column,
+               "answers": data_args.answer_column}
+    return squad_v2.load_squad(data_args.dataset_name, data_args.dataset_config_name, data_args.train_file,
+                               data_args.validation_file, data_args.test_file, cache_dir=model_args.cache_dir,
+                               token=model_args.token, columns=columns)
+
+
+def hand_on(trainer: QuestionAnsweringTrainer, results: dict[str, float], reports: dict, arguments: list[str],
+            model_args: ModelArguments, data_args: DataTrainingArguments) -> None:
+    """The model card (as HF's run_qa.py writes it, plus our scores, threshold, data and command), pushed to
+    the hub with the model when --push_to_hub is given."""
+    trainer.card_sections = card_sections(results, reports, arguments, trainer.head)
+    kwargs = card_kwargs(model_args.model_name_or_path, data_args.dataset_name, data_args.dataset_config_name,
+                         data_args.train_file or data_args.validation_file)
+    if trainer.args.push_to_hub:
+        trainer.push_to_hub(**kwargs)
+    elif trainer.args.should_save:
+        trainer.create_model_card(**kwargs)
+
+
+def finish(trainer: QuestionAnsweringTrainer, phases: Phases, results: dict[str, float]) -> dict[str, float]:
+    """The run's own figures (time per phase, peak memory) into all_results.json, and the report table."""
+    figures = phases.figures()
+    trainer.save_metrics("run", figures)
+    if trainer.is_world_process_zero():
+        print(render_report(results | figures), flush=True)
+    return figures
 
 
 def generation_settings(training_args: Seq2SeqTrainingArguments, data_args: DataTrainingArguments,
@@ -597,15 +734,17 @@ def record_threshold(trainer: QuestionAnsweringTrainer, results: dict[str, float
 
 
 def train(trainer: QuestionAnsweringTrainer, checkpoint: str | None, n_windows: int,
-          arguments: list[str]) -> dict[str, float]:
+          arguments: list[str], phases: Phases) -> dict[str, float]:
     """Train (resuming `checkpoint`); keep the model, the metrics, the state and which checkpoint was best."""
-    out = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model()
-    metrics = report(trainer, "train", dict(out.metrics, train_samples=n_windows))
-    trainer.save_state()
-    if trainer.state.best_model_checkpoint and trainer.is_world_process_zero():
-        write_json(os.path.join(trainer.args.output_dir, "best_checkpoint.json"),
-                   describe_best(trainer.state, trainer.args.metric_for_best_model, arguments))
+    with phases.time("train"):
+        out = trainer.train(resume_from_checkpoint=checkpoint)
+    with phases.time("write"):
+        trainer.save_model()
+        metrics = report(trainer, "train", dict(out.metrics, train_samples=n_windows))
+        trainer.save_state()
+        if trainer.state.best_model_checkpoint and trainer.is_world_process_zero():
+            write_json(os.path.join(trainer.args.output_dir, "best_checkpoint.json"),
+                       describe_best(trainer.state, trainer.args.metric_for_best_model, arguments))
     return metrics
 
 
@@ -639,14 +778,18 @@ def answer_questions(trainer: QuestionAnsweringTrainer, data: EvalSet,
     forward = time.time() - start
     metrics.update({f"{prefix}_runtime": round(forward, 4), f"{prefix}_samples": len(data.features),
                     f"{prefix}_samples_per_second": round(len(data.features) / forward, 3)})
+    if settings.version_2_with_negative:
+        metrics[f"{prefix}_null_threshold"] = settings.null_score_diff_threshold
     if data.has_answers:
         scores = score_answers(data.ids, data.examples["answers"], preds.predictions, preds.best_spans,
                                preds.null_odds, settings.version_2_with_negative, settings.null_score_diff_threshold)
         metrics.update({f"{prefix}_{k}": v for k, v in scores.items()})
     elif prefix == "eval":
         logger.warning("the evaluation questions have no answers: predictions written, nothing scored")
-    if trainer.args.should_save:
+    written = time.time()
+    if trainer.args.should_save and prefix != ASK_PREFIX:
         utils_qa.write_predictions(preds, trainer.args.output_dir, prefix)
+    metrics[f"{prefix}_write_runtime"] = round(time.time() - written, 4)
     elapsed = time.time() - start
     metrics[f"{prefix}_examples"] = len(data.ids)
     metrics[f"{prefix}_windows"] = len(data.features)

@@ -413,6 +413,23 @@ def read_squad_file(path: str, role: str) -> tuple[datasets.Dataset, SquadReport
         return _build(questions, path, layout, version, role, shape)
 
 
+def read_records(path: str | None = None, records: list[dict] | None = None,
+                 role: str = "test") -> tuple[datasets.Dataset, SquadReport]:
+    """Questions given ad hoc: a JSON Lines file (`-`: standard input) or records, each `{question, context}`
+    with `id` optional (q1, q2, ... by position), through the same checks as a SQuAD file."""
+    source = "<stdin>" if path == "-" else path or "the command line"
+    with _in_source(source):
+        if path is None:
+            placed = [("question", r) for r in records or []]
+        else:
+            placed = _parse_jsonl(sys.stdin.read() if path == "-" else _read_text(path))
+        if not placed:
+            raise SquadFormatError('no questions: give JSON Lines of {"question": ..., "context": ...}')
+        placed = [(place, {"id": f"q{n}", **r} if isinstance(r, dict) else r)
+                  for n, (place, r) in enumerate(placed, start=1)]
+        return _build([_flat_question(r, place) for place, r in placed], source, "jsonl", None, role, None)
+
+
 def _load_hub(
     name: str, config: str | None, cache_dir: str | None, token: str | bool | None, revision: str | None
 ) -> datasets.DatasetDict:

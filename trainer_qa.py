@@ -37,6 +37,7 @@ class QuestionAnsweringTrainer(Trainer):
         super().__init__(*args, eval_dataset=eval_set.loader_dataset if eval_set else None, **kwargs)
         self.head = head  # span, beam or generate: see qakit/heads.py
         self.generation = generation
+        self.card_sections = ""  # markdown qa.py adds to the model card (qakit/card.py)
         # the windows carry bookkeeping (context range, null position, window index) the model does not take
         self.args.remove_unused_columns = False
         self.eval_set = eval_set
@@ -97,6 +98,13 @@ class QuestionAnsweringTrainer(Trainer):
         if self.is_world_process_zero():
             with atomic_path(os.path.join(self.args.output_dir, "trainer_state.json")) as tmp:
                 self.state.save_to_json(tmp)
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """Trainer's README.md, then our sections; push_to_hub calls this before it uploads the folder."""
+        super().create_model_card(*args, **kwargs)
+        if self.card_sections and self.is_world_process_zero():
+            with open(os.path.join(self.args.output_dir, "README.md"), "a", encoding="utf-8") as f:
+                f.write("\n" + self.card_sections)
 
     def _answer(self, data: EvalSet | None, prefix: str) -> tuple[dict[str, float], QAPredictions]:
         if data is None:

@@ -18,6 +18,18 @@ SHARED_MISSING = "../shared/data/squad is not here"
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
+LEGACY_PYTHON = Path(os.environ.get("QA_V457_VENV", REPO / ".venv-v457")) / "bin" / "python"
+
+
+def legacy_python() -> Path:
+    """The transformers 4.57 environment's python (`.ci/setup_v457.sh`); the test skips, saying so, without it."""
+    import pytest
+
+    if not LEGACY_PYTHON.is_file():
+        pytest.skip(f"needs transformers 4.57.x: run `bash .ci/setup_v457.sh` to create {LEGACY_PYTHON.parent.parent}")
+    return LEGACY_PYTHON
+
+
 def minilm_path() -> str | None:
     """all-MiniLM-L6-v2's folder, from its PyPI package; None when the package is not installed."""
     try:

@@ -17,12 +17,11 @@ import pytest
 import transformers
 
 import tiny_models
-from helpers import REPO, run_cli, run_qa
+from helpers import LEGACY_PYTHON, REPO, legacy_python, run_cli, run_qa
 from squad_data import contexts_by_id, squad_file
 
 pytestmark = pytest.mark.slow
 
-LEGACY_PYTHON = Path(os.environ.get("QA_V457_VENV", REPO / ".venv-v457")) / "bin" / "python"
 EXPECTED_FAILURES = {  # row -> words the error message must contain
     "LayoutLMv2": "detectron2",
     "Lxmert": "no start/end span head",
@@ -73,8 +72,7 @@ def test_architecture(row, tmp_path, record_property, capsys, monkeypatch):
     model, out = tmp_path / "model", tmp_path / "out"
     args = qa_args(model, data, test, out, min(row.max_length, 128))
     if row.removed_in_v5 and IS_V5:
-        if not LEGACY_PYTHON.is_file():
-            pytest.skip(f"needs transformers 4.57.x: run `bash .ci/setup_v457.sh` to create {LEGACY_PYTHON.parent.parent}")
+        legacy_python()
         env = "transformers 4.57.x"
         code, err = run_legacy(row.name, model, args, tmp_path)
     else:

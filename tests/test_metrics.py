@@ -285,13 +285,11 @@ def test_v2_cli_na_probs_and_out_file(tmp_path: Path, v2_files: dict[str, str]) 
 
 
 @pytest.mark.slow
-def test_v2_cli_image_dir_is_accepted_with_a_note(tmp_path: Path, v2_files: dict[str, str]) -> None:
-    done = _run(
-        V2_CLI, v2_files["data"], v2_files["pred"], "-n", v2_files["na"], "-p", str(tmp_path), "-v", cwd=tmp_path
-    )
-    assert done.returncode == 0
-    assert "not supported" in done.stderr
-    assert list(json.loads(done.stdout)) == list(V2_THRESH)
+def test_v2_cli_image_dir_adds_the_ap_keys(tmp_path: Path, v2_files: dict[str, str]) -> None:
+    done = _run(V2_CLI, v2_files["data"], v2_files["pred"], "-n", v2_files["na"], "-p", str(tmp_path / "img"), "-v",
+                cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert list(json.loads(done.stdout)) == [*V2_THRESH, "pr_exact_ap", "pr_f1_ap", "pr_oracle_ap"]
 
 
 @pytest.mark.slow

@@ -1,6 +1,9 @@
 """SQuAD v2.0 scorer: a drop-in for the official evaluate-v2.0.py, standard library only.
 
-Usage: python metrics/squad_v2/compute_score.py DATA PRED [-n NA_PROB] [-t THRESH] [-o OUT]
+Usage: python metrics/squad_v2/compute_score.py DATA PRED [-n NA_PROB] [-t THRESH] [-o OUT] [-p IMAGE_DIR]
+
+The numbers need only the standard library; the pictures of --out-image-dir are drawn by
+qakit/plots.py (two folders up) with matplotlib, when it is installed.
 """
 
 import argparse
@@ -8,6 +11,8 @@ import json
 import sys
 from collections.abc import Mapping
 from functools import partial
+from pathlib import Path
+from typing import NamedTuple
 
 if __package__:
     from . import squad_common
@@ -123,6 +128,84 @@ def score_v2(
     return result
 
 
+class PrecisionRecall(NamedTuple):
+    """One curve of the official --out-image-dir analysis; average_precision is a fraction (x 100 in the JSON)."""
+
+    precisions: list[float]
+    recalls: list[float]
+    average_precision: float
+
+
+def raw_scores(gold: Mapping[str, list[str]], preds: Mapping[str, str]) -> tuple[dict[str, int], dict[str, float]]:
+    """EM and F1 per question before any no-answer threshold, for the pictures (see _raw_scores)."""
+    return _raw_scores(gold, preds)
+
+
+def precision_recall(
+    scores: Mapping[str, float], na_probs: Mapping[str, float], has_answer: Mapping[str, bool]
+) -> PrecisionRecall:
+    """Precision and recall of "has an answer" as the questions are answered by rising no-answer probability.
+
+    An answerable question adds its score (EM, F1 or 1 for the oracle) to the true positives. A point is
+    kept only where a threshold can fall (after the last of equal probabilities), and the average precision
+    sums precision times the recall gained, with the official script's float operations. Ids absent from
+    the gold data are skipped; at least one question must be answerable.
+    """
+    n_answerable = sum(1 for answerable in has_answer.values() if answerable)
+    ranked = [qid for qid in sorted(na_probs, key=lambda key: na_probs[key]) if qid in scores]
+    precisions, recalls = [1.0], [0.0]
+    true_pos = average_precision = 0.0
+    for rank, qid in enumerate(ranked, start=1):
+        if has_answer[qid]:
+            true_pos += scores[qid]
+        if rank == len(ranked) or na_probs[ranked[rank]] != na_probs[qid]:
+            precision, recall = true_pos / float(rank), true_pos / float(n_answerable)
+            average_precision += precision * (recall - recalls[-1])
+            precisions.append(precision)
+            recalls.append(recall)
+    return PrecisionRecall(precisions, recalls, average_precision)
+
+
+def precision_recall_analysis(
+    gold: Mapping[str, list[str]], preds: Mapping[str, str], na_probs: Mapping[str, float]
+) -> dict[str, PrecisionRecall]:
+    """The official pr_exact, pr_f1 and pr_oracle curves; none when no question is answerable (as there).
+
+    Inputs as score_v2 checks them: every gold id has a prediction and a probability.
+    """
+    has_answer = {qid: bool(answers) for qid, answers in gold.items()}
+    if not any(has_answer.values()):
+        return {}
+    exact, f1 = _raw_scores(gold, preds)
+    oracle = {qid: float(answerable) for qid, answerable in has_answer.items()}
+    return {
+        name: precision_recall(scores, na_probs, has_answer)
+        for name, scores in (("pr_exact", exact), ("pr_f1", f1), ("pr_oracle", oracle))
+    }
+
+
+def _draw_images(
+    image_dir: str, curves: Mapping[str, PrecisionRecall], gold: Mapping[str, list[str]], na_probs: Mapping[str, float]
+) -> None:
+    """Draw with qakit/plots.py; without it or matplotlib, say so: the metrics are printed all the same."""
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.append(root)  # last: nothing already importable is shadowed
+    try:
+        from qakit import plots
+    except ImportError as error:
+        print(f"note: no pictures drawn: qakit/plots.py cannot be imported from {root} ({error})", file=sys.stderr)
+        return
+    has_answer = {qid: bool(answers) for qid, answers in gold.items()}
+    try:
+        plots.draw_pr_images(image_dir, curves)
+        plots.draw_na_prob_histograms(image_dir, {qid: na_probs[qid] for qid in gold}, has_answer)
+    except plots.MatplotlibMissing as error:
+        print(f"note: no pictures drawn: {error}", file=sys.stderr)
+    except OSError as error:
+        sys.exit(f"error: cannot write the pictures to {image_dir}: {error.strerror or error}")
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Same arguments as the official evaluate-v2.0.py."""
     parser = argparse.ArgumentParser(description="SQuAD v2.0 scorer (drop-in for the official evaluate-v2.0.py).")
@@ -133,7 +216,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--na-prob-thresh", "-t", type=float, default=1.0, help='Predict "" if no-answer probability exceeds this.'
     )
-    parser.add_argument("--out-image-dir", "-p", metavar="out_images", help="Accepted; plots are not supported.")
+    parser.add_argument(
+        "--out-image-dir", "-p", metavar="out_images",
+        help="With --na-prob-file: draw precision-recall curves and no-answer histograms here (needs matplotlib) "
+        "and report pr_exact_ap, pr_f1_ap, pr_oracle_ap.",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="Accepted; no effect, as in the official script.")
     return parser.parse_args(argv)
 
@@ -147,8 +234,8 @@ def _data(dataset: object, path: str) -> list:
 def main(argv: list[str] | None = None) -> None:
     """Read the files, score, and print (or write) the metrics as the official script does."""
     args = _parse_args(argv)
-    if args.out_image_dir:
-        print("note: precision-recall plots are not supported; --out-image-dir is ignored", file=sys.stderr)
+    if args.out_image_dir and not args.na_prob_file:
+        print("note: --out-image-dir needs --na-prob-file; no pictures drawn", file=sys.stderr)
     try:
         gold = squad_common.gold_from_dataset(_data(squad_common.read_json(args.data_file), args.data_file),
                                               args.data_file)
@@ -160,6 +247,10 @@ def main(argv: list[str] | None = None) -> None:
         result = score_v2(gold, preds, na_probs, args.na_prob_thresh)
     except squad_common.ScoreInputError as error:
         sys.exit(f"error: {error}")
+    if args.out_image_dir and na_probs is not None:
+        curves = precision_recall_analysis(gold, preds, na_probs)
+        result.update({f"{name}_ap": 100.0 * curve.average_precision for name, curve in curves.items()})
+        _draw_images(args.out_image_dir, curves, gold, na_probs)
     if args.out_file:
         with open(args.out_file, "w", encoding="utf-8") as handle:
             json.dump(result, handle)

@@ -1,0 +1,55 @@
+"""The model card: HF Trainer's README.md, plus what this run measured, the threshold, the data and the command.
+
+`card_kwargs` are the arguments HF's run_qa.py passes to `create_model_card` / `push_to_hub`; the
+sections are appended by `QuestionAnsweringTrainer.create_model_card`, so a push uploads them too.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+ODDS = {"span": "null score minus best span score", "beam": "the answerability logit",
+        "generate": "log-probability of the empty answer minus the best answer's"}
+SCORE_KEYS = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact", "best_f1")
+
+
+def card_kwargs(model_name_or_path: str, dataset_name: str | None, dataset_config_name: str | None,
+                local_file: str | None = None) -> dict[str, Any]:
+    """HF's arguments; a local data file is named too (HF's card then says "on the None dataset")."""
+    kwargs: dict[str, Any] = {"finetuned_from": model_name_or_path, "tasks": "question-answering"}
+    if local_file and not dataset_name:
+        kwargs["dataset"] = Path(local_file).name
+    if dataset_name:
+        kwargs["dataset_tags"] = dataset_name
+        kwargs["dataset"] = f"{dataset_name} {dataset_config_name}" if dataset_config_name else dataset_name
+        if dataset_config_name:
+            kwargs["dataset_args"] = dataset_config_name
+    return kwargs
+
+
+def card_sections(results: dict[str, float], sources: dict[str, Any], command: list[str], head: str) -> str:
+    """Markdown appended to the Trainer's card. `sources`: split -> squad_v2.SquadReport."""
+    parts = []
+    scored = [(k, results[f"eval_{k}"]) for k in SCORE_KEYS if f"eval_{k}" in results]
+    if scored:
+        where = sources.get("validation")
+        on = f" on {where.source} ({where.questions:,} questions)" if where is not None else ""
+        rows = "\n".join(f"| {k} | {v:.2f} |" for k, v in scored)
+        parts.append(f"## Evaluation (qa.py)\n\nScored by the official SQuAD rules{on}; answer head: {head}.\n\n"
+                     f"| metric | value |\n|---|---|\n{rows}\n")
+    if "eval_best_f1_thresh" in results:
+        parts.append(
+            "## Null threshold\n\n"
+            f"A question gets no answer when its null odds ({ODDS[head]}) exceed the threshold. "
+            f"This run evaluated with {results.get('eval_null_threshold', 0.0):g}; the best threshold on the "
+            f"evaluation data is {results['eval_best_f1_thresh']:g} (F1 {results['eval_best_f1']:.2f}). It is "
+            "recorded in `null_threshold.json`, which `qa.py` uses for later runs on this folder unless "
+            "`--null_score_diff_threshold` says otherwise.\n")
+    data = [f"- {split}: {r.source} ({r.questions:,} questions, {r.unanswerable:,} unanswerable)"
+            for split, r in sources.items()]
+    if data:
+        parts.append("## Data\n\n" + "\n".join(data) + "\n")
+    parts.append("## Command\n\n```bash\npython qa.py " + shlex.join(command) + "\n```\n")
+    return "\n".join(parts)
