@@ -37,6 +37,7 @@ import squad_v2
 import utils_qa
 from metrics.scoring import score_answers
 from qakit.ask import ASK_PREFIX, answer_records, print_answers, read_asked
+from qakit import plots
 from qakit.batches import QACollator, Seq2SeqCollator
 from qakit.card import card_kwargs, card_sections
 from qakit.checkpoints import describe_best, is_complete, last_complete_checkpoint
@@ -400,8 +401,9 @@ def setup_logging(training_args: TrainingArguments, quiet: bool = False) -> None
     ours = logging.INFO if training_args.should_log and training_args.log_level == "passive" else library_level
     if quiet:
         ours = max(ours, library_level)
-    if quiet or not training_args.should_log:
+    if quiet or not training_args.should_log:  # other ranks would draw the same bars again
         datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
     for name in ("qa", "squad_v2", "qakit", "utils_qa", "trainer_qa"):
         logging.getLogger(name).setLevel(ours)
     datasets.utils.logging.set_verbosity(library_level)
@@ -616,7 +618,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         model=model, args=training_args, train_dataset=train_features, eval_set=eval_set,
         processing_class=tokenizer, data_collator=collator, answer_settings=settings,
         answer_questions=answer_questions, head=head,
-        generation=generation_settings(training_args, data_args, text_inputs, tokenizer) if text_inputs else None)
+        generation=generation_settings(training_args, data_args, text_inputs, model, tokenizer) if text_inputs else None)
     if training_args.early_stopping_patience:
         trainer.add_callback(EarlyStoppingCallback(training_args.early_stopping_patience))
     results: dict[str, float] = {}
@@ -647,7 +649,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 _, metrics = trainer.predict(test_set)
             phases.move("predict", "write", metrics["predict_write_runtime"])
             results |= report(trainer, "predict", metrics)
-        hand_on(trainer, results, reports, sys.argv[1:] if argv is None else argv, model_args, data_args)
+        with phases.time("write"):
+            hand_on(trainer, results, reports, sys.argv[1:] if argv is None else argv, model_args, data_args)
+            draw_pictures(trainer, eval_set)
         results |= finish(trainer, phases, results)
     return results
 
@@ -678,6 +682,19 @@ def hand_on(trainer: QuestionAnsweringTrainer, results: dict[str, float], report
         trainer.create_model_card(**kwargs)
 
 
+def draw_pictures(trainer: QuestionAnsweringTrainer, eval_set: EvalSet | None) -> None:
+    """The run's PNGs (README: What you get). Optional: without matplotlib it is one log line, never an error."""
+    if not (trainer.args.should_save and trainer.is_world_process_zero()):
+        return
+    gold = None
+    if eval_set is not None and eval_set.has_answers:
+        gold = {qid: list(a["text"]) for qid, a in zip(eval_set.ids, eval_set.examples["answers"])}
+    try:
+        plots.draw_run(trainer.args.output_dir, prefix="eval", gold=gold)
+    except (plots.PlotInputError, OSError) as err:
+        logger.warning("pictures not drawn: %s", err)
+
+
 def finish(trainer: QuestionAnsweringTrainer, phases: Phases, results: dict[str, float]) -> dict[str, float]:
     """The run's own figures (time per phase, peak memory) into all_results.json, and the report table."""
     figures = phases.figures()
@@ -688,9 +705,15 @@ def finish(trainer: QuestionAnsweringTrainer, phases: Phases, results: dict[str,
 
 
 def generation_settings(training_args: Seq2SeqTrainingArguments, data_args: DataTrainingArguments,
-                        text_inputs: TextInputs, tokenizer: Any) -> GenerationSettings:
-    """HF's precedence: --generation_max_length, else --val_max_answer_length, else --max_answer_length."""
-    beams = training_args.generation_num_beams or 1
+                        text_inputs: TextInputs, model: Any, tokenizer: Any) -> GenerationSettings:
+    """HF's precedence: --generation_num_beams, else the checkpoint's generation config's num_beams; answer
+    length --generation_max_length, else --val_max_answer_length, else --max_answer_length (in new tokens:
+    HF's max_length also counts the decoder's start token)."""
+    if training_args.generation_config is not None:
+        raise QAConfigError("--generation_config is not supported: answers are generated with --generation_num_beams "
+                            "and --generation_max_length (the checkpoint's own generation config does the rest)")
+    own = getattr(getattr(model, "generation_config", None), "num_beams", None)
+    beams = training_args.generation_num_beams or own or 1
     if beams < 1:
         raise QAConfigError(f"--generation_num_beams must be at least 1 (got {beams})")
     length = training_args.generation_max_length or data_args.val_max_answer_length or data_args.max_answer_length
@@ -717,19 +740,20 @@ def starting_threshold(data_args: DataTrainingArguments, model_args: ModelArgume
 
 
 def best_threshold(results: dict[str, float]) -> float:
-    if "eval_best_f1_thresh" not in results:
+    if "eval_best_threshold" not in results:
         raise QAConfigError("--null_score_diff_threshold best needs --do_eval on data with answers and "
                             "--version_2_with_negative (the threshold comes from the evaluation)")
-    value = float(results["eval_best_f1_thresh"])
-    logger.info("Predicting with the evaluation's best_f1_thresh %s (best_f1 %.2f)", value, results["eval_best_f1"])
+    value = float(results["eval_best_threshold"])
+    logger.info("Predicting with the evaluation's best threshold %s (best_f1 %.2f, official best_f1_thresh %s)",
+                value, results["eval_best_f1"], results["eval_best_f1_thresh"])
     return value
 
 
 def record_threshold(trainer: QuestionAnsweringTrainer, results: dict[str, float]) -> None:
     """Keep the calibrated threshold next to the model, so a later --do_predict on this folder uses it."""
-    if "eval_best_f1_thresh" in results and trainer.is_world_process_zero():
+    if "eval_best_threshold" in results and trainer.is_world_process_zero():
         write_json(os.path.join(trainer.args.output_dir, THRESHOLD_FILE),
-                   {"null_score_diff_threshold": results["eval_best_f1_thresh"], "best_f1": results["eval_best_f1"],
+                   {"null_score_diff_threshold": results["eval_best_threshold"], "best_f1": results["eval_best_f1"],
                     "best_exact": results["eval_best_exact"], "evaluated_questions": results["eval_examples"]})
 
 

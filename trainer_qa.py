@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from transformers import Trainer
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from qakit.checkpoints import whole_run_train_loss
@@ -145,8 +146,10 @@ class QuestionAnsweringTrainer(Trainer):
             inputs.pop(key, None)
         s = self.answer_settings
         with torch.no_grad(), self.compute_loss_context_manager():
-            if self.head == "generate":
-                cand = generated_candidates(model, inputs["input_ids"], inputs["attention_mask"], self.generation)
+            if self.head == "generate":  # the unwrapped model generates, as in HF's Seq2SeqTrainer
+                synced = is_deepspeed_zero3_enabled() or getattr(self, "is_fsdp_enabled", False)
+                cand = generated_candidates(self.model, inputs["input_ids"], inputs["attention_mask"],
+                                            self.generation, synced_gpus=synced)
                 return None, (meta["feature_index"], *cand), None
             out = model(**inputs)
         if self.head == "beam":

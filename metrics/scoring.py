@@ -12,8 +12,23 @@ def score_answers(ids: Iterable[str], answers: Iterable[Mapping], predictions: d
                   best_spans: dict[str, str], null_odds: dict[str, float], version_2_with_negative: bool,
                   null_score_diff_threshold: float) -> dict[str, float]:
     """v1.1 scores the thresholded predictions; v2 scores the best spans with the model's real null odds,
-    so best_f1_thresh is a threshold the user can pass back as --null_score_diff_threshold."""
+    so best_f1_thresh is a threshold the user can pass back as --null_score_diff_threshold; `best_threshold`
+    is one that always gives best_f1 (see `threshold_for_best_f1`)."""
     gold = {qid: list(a["text"]) for qid, a in zip(ids, answers)}
     if version_2_with_negative:
-        return dict(score_v2(gold, best_spans, na_probs=null_odds, na_prob_thresh=null_score_diff_threshold))
+        scores = dict(score_v2(gold, best_spans, na_probs=null_odds, na_prob_thresh=null_score_diff_threshold))
+        if "best_f1" in scores:
+            scores["best_threshold"] = threshold_for_best_f1(scores, null_odds)
+        return scores
     return dict(score_v1(gold, predictions))
+
+
+def threshold_for_best_f1(scores: Mapping[str, float], null_odds: Mapping[str, float]) -> float:
+    """A threshold that gives best_f1 when passed back: the official best_f1_thresh, except when answering
+    nothing at all is best. The official sweep starts from "no answer anywhere" at threshold 0.0 and moves only
+    on a strict gain, so it then reports 0.0, which answers whatever has null odds up to 0; a threshold below
+    every null odds answers nothing."""
+    all_null = 100.0 * scores.get("NoAns_total", 0) / scores["total"] if scores.get("total") else 0.0
+    if scores["best_f1"] == all_null and null_odds:
+        return min(null_odds.values()) - 1.0
+    return scores["best_f1_thresh"]

@@ -39,12 +39,12 @@ def card_sections(results: dict[str, float], sources: dict[str, Any], command: l
         rows = "\n".join(f"| {k} | {v:.2f} |" for k, v in scored)
         parts.append(f"## Evaluation (qa.py)\n\nScored by the official SQuAD rules{on}; answer head: {head}.\n\n"
                      f"| metric | value |\n|---|---|\n{rows}\n")
-    if "eval_best_f1_thresh" in results:
+    if "eval_best_threshold" in results:
         parts.append(
             "## Null threshold\n\n"
             f"A question gets no answer when its null odds ({ODDS[head]}) exceed the threshold. "
             f"This run evaluated with {results.get('eval_null_threshold', 0.0):g}; the best threshold on the "
-            f"evaluation data is {results['eval_best_f1_thresh']:g} (F1 {results['eval_best_f1']:.2f}). It is "
+            f"evaluation data is {results['eval_best_threshold']:g} (F1 {results['eval_best_f1']:.2f}). It is "
             "recorded in `null_threshold.json`, which `qa.py` uses for later runs on this folder unless "
             "`--null_score_diff_threshold` says otherwise.\n")
     data = [f"- {split}: {r.source} ({r.questions:,} questions, {r.unanswerable:,} unanswerable)"

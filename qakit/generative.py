@@ -143,30 +143,40 @@ def _after_first(seqs: torch.Tensor, token: int) -> torch.Tensor:
     return (hit.cumsum(1) - hit) > 0
 
 
-def generated_candidates(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                         s: GenerationSettings) -> tuple[torch.Tensor, ...]:
+def generated_candidates(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, s: GenerationSettings,
+                         synced_gpus: bool = False) -> tuple[torch.Tensor, ...]:
     """Each window's best non-empty answers and its empty answer, scored by the model's log-probability.
 
-    Generation may not end at once (`min_new_tokens`), so it gives the best answers that are not the empty
-    one; the empty answer is scored by teacher forcing with the rest, in one forward of the decoder over the
-    encoder states computed once. Returns (answer tokens [B, R, max_new_tokens] with -100 after each answer's end,
-    answer scores [B, R], empty-answer score [B], nonfinite [B]), all float64 sums of log-probabilities.
+    Generation may not end before the empty answer's end of sequence (`min_new_tokens`), so it gives the
+    best answers that are not the empty one; an answer cut at `max_new_tokens` still ends with it, as
+    truncated training targets do. Every answer and the empty one are then scored by teacher forcing the
+    tokens exactly as generated (from the decoder start token generate used), in one decoder pass over
+    encoder states computed once. Returns (answer tokens [B, R, max_new_tokens], -100 after each answer's
+    end; answer scores [B, R]; empty-answer score [B]; nonfinite [B]), scores as float64 sums of
+    log-probabilities. `synced_gpus`: every process keeps stepping until all are done (sharded models).
     """
     b, r = input_ids.shape[0], s.num_return
+    eos_at = s.empty_answer.index(s.eos_token_id) if s.eos_token_id in s.empty_answer else len(s.empty_answer) - 1
+    empty_answer = s.empty_answer[:eos_at + 1]  # what generation can produce: nothing after the end of sequence
     encoded = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
     states = encoded.last_hidden_state  # generate() expands `encoded` in place for its beams
     generated = model.generate(encoder_outputs=encoded, attention_mask=attention_mask, num_beams=s.num_beams,
                                num_return_sequences=r, max_new_tokens=s.max_new_tokens,
-                               min_new_tokens=len(s.empty_answer), do_sample=False)
+                               min_new_tokens=len(empty_answer), forced_eos_token_id=s.eos_token_id,
+                               do_sample=False, synced_gpus=synced_gpus)
     answers = generated[:, 1:]  # after the decoder's start token
+    if answers.shape[1] > s.max_new_tokens:
+        raise RuntimeError(f"generate() returned {answers.shape[1]} new tokens for max_new_tokens {s.max_new_tokens}")
     answers = answers.masked_fill(_after_first(answers, s.eos_token_id), -100)
-    empty = torch.tensor(s.empty_answer, device=input_ids.device).expand(b, -1)
+    empty = torch.tensor(empty_answer, device=input_ids.device).expand(b, -1)
     width = max(answers.shape[1], empty.shape[1])
     pad = lambda x: torch.nn.functional.pad(x, (0, width - x.shape[1]), value=-100)  # noqa: E731
     targets = torch.cat([pad(answers).view(b, r, width), pad(empty)[:, None]], 1).view(b * (r + 1), width)
-    hidden = states.repeat_interleave(r + 1, 0)
-    out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
-                attention_mask=attention_mask.repeat_interleave(r + 1, 0), labels=targets)
+    start = generated[:1, :1].expand(b * (r + 1), 1)
+    previous = targets[:, :-1].masked_fill(targets[:, :-1] < 0, model.config.pad_token_id or 0)
+    out = model(encoder_outputs=BaseModelOutput(last_hidden_state=states.repeat_interleave(r + 1, 0)),
+                attention_mask=attention_mask.repeat_interleave(r + 1, 0),
+                decoder_input_ids=torch.cat([start, previous], 1))
     logp = out.logits.float().log_softmax(-1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
     scores = logp.masked_fill(targets < 0, 0).double().sum(1).view(b, r + 1)
     # a fixed width, so that batches (and processes) gather into one array

@@ -62,8 +62,8 @@ def _scores(r: dict, prefix: str) -> list[tuple[str, str]]:
                          f"{r[f'{prefix}_{part}_exact']:.2f} / {r[f'{prefix}_{part}_f1']:.2f}"))
     if f"{prefix}_null_threshold" in r:
         rows.append(("null threshold used", f"{r[f'{prefix}_null_threshold']:.4f}"))
-    if f"{prefix}_best_f1_thresh" in r:
-        rows.append(("best null threshold", f"{r[f'{prefix}_best_f1_thresh']:.4f} (F1 {r[f'{prefix}_best_f1']:.2f}, "
+    if f"{prefix}_best_threshold" in r:
+        rows.append(("best null threshold", f"{r[f'{prefix}_best_threshold']:.4f} (F1 {r[f'{prefix}_best_f1']:.2f}, "
                                             f"exact {r[f'{prefix}_best_exact']:.2f})"))
     if f"{prefix}_examples_per_second" in r:
         rows.append(("speed, whole evaluation", f"{r[f'{prefix}_examples_per_second']:.2f} questions/s, "

@@ -67,7 +67,7 @@ def test_report_table_equals_all_results(run):
     exact, f1 = _numbers(rows["evaluation: exact / F1"])
     assert (exact, f1) == (pytest.approx(results["eval_exact"], abs=0.005), pytest.approx(results["eval_f1"], abs=0.005))
     thresh, best_f1, best_exact = _numbers(rows["evaluation: best null threshold"])
-    assert thresh == pytest.approx(results["eval_best_f1_thresh"], abs=5e-5)
+    assert thresh == pytest.approx(results["eval_best_threshold"], abs=5e-5)
     assert (best_f1, best_exact) == (pytest.approx(results["eval_best_f1"], abs=0.005),
                                      pytest.approx(results["eval_best_exact"], abs=0.005))
     assert _numbers(rows["evaluation: HasAns exact / F1 (5 questions)"]) == [
@@ -194,7 +194,7 @@ def test_model_card_holds_hf_card_and_our_scores(run):
     assert "### Training hyperparameters" in card  # HF Trainer's own sections
     for key in ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1"):
         assert f"| {key} | {results[f'eval_{key}']:.2f} |" in card
-    assert f"best threshold on the evaluation data is {results['eval_best_f1_thresh']:g}" in card
+    assert f"best threshold on the evaluation data is {results['eval_best_threshold']:g}" in card
     assert f"- train: {run['data']} (7 questions, 2 unanswerable)" in card
     assert "```bash\npython qa.py --model_name_or_path" in card and "--do_train --do_eval --do_predict" in card
 
