@@ -346,6 +346,14 @@ def _answer_block(win_of_block: np.ndarray, first: int, n_questions: int, window
     return best_text, odds
 
 
+def add_probabilities(entries: list[dict[str, Any]]) -> None:
+    """Each n-best entry's probability: the softmax of the listed scores, as HF's n-best files have it."""
+    top = max((p["score"] for p in entries), default=0.0)
+    total = sum(math.exp(p["score"] - top) for p in entries)
+    for p in entries:
+        p["probability"] = math.exp(p["score"] - top) / total
+
+
 @_without_gc
 def postprocess_reference(ids: list[str], contexts: list[str], windows: WindowIndex, start_logits: list,
                           end_logits: list, context_end: list[int], null_index: list[int], n_best_size: int,
@@ -386,10 +394,7 @@ def postprocess_reference(ids: list[str], contexts: list[str], windows: WindowIn
             preds[qid] = "" if odds[qid] > null_score_diff_threshold else best[qid]
         else:
             preds[qid] = best[qid]
-        top = max(p["score"] for p in entries) if entries else 0.0
-        total = sum(math.exp(p["score"] - top) for p in entries)
-        for p in entries:
-            p["probability"] = math.exp(p["score"] - top) / total
+        add_probabilities(entries)
         nbest[qid] = entries
     return QAPredictions(preds, best, odds, nbest)
 

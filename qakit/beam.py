@@ -23,7 +23,7 @@ import torch
 
 from qakit.alignment import trim
 from qakit.windows import WindowIndex
-from utils_qa import NO_SPAN_ODDS, QAPredictions, _pad_columns, _top_k_stable, _without_gc
+from utils_qa import NO_SPAN_ODDS, QAPredictions, _pad_columns, _top_k_stable, _without_gc, add_probabilities
 
 
 def beam_inputs(context_start: torch.Tensor, context_end: torch.Tensor, null_index: torch.Tensor, length: int,
@@ -133,9 +133,6 @@ def postprocess_beam_reference(ids: list[str], contexts: list[str], windows: Win
         if version_2_with_negative:
             odds[qid] = NO_SPAN_ODDS if null == math.inf else null
             preds[qid] = "" if odds[qid] > null_score_diff_threshold else best[qid]
-        top = max((p["score"] for p in spans), default=0.0)
-        total = sum(math.exp(p["score"] - top) for p in spans)
-        for p in spans:
-            p["probability"] = math.exp(p["score"] - top) / total
+        add_probabilities(spans)
         nbest[qid] = spans
     return QAPredictions(preds, best, odds, nbest)

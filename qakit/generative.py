@@ -24,7 +24,7 @@ from qakit.errors import QAConfigError
 from qakit.family import QAFamily
 from qakit.template import probe_single
 from qakit.windows import WindowIndex, context_windows
-from utils_qa import QAPredictions
+from utils_qa import QAPredictions, add_probabilities
 
 NO_ANSWER_ODDS = 1e9  # null odds of a question for which no window wrote a non-empty answer
 
@@ -247,9 +247,6 @@ def postprocess_generated(ids: list[str], contexts: list[str], windows: WindowIn
             preds[qid] = "" if odds[qid] > null_score_diff_threshold else best[qid]
         else:
             preds[qid] = best[qid]
-        top = max((p["score"] for p in entries), default=0.0)
-        total = sum(math.exp(p["score"] - top) for p in entries)
-        for p in entries:
-            p["probability"] = math.exp(p["score"] - top) / total
+        add_probabilities(entries)
         nbest[qid] = entries
     return QAPredictions(preds, best, odds, nbest)
