@@ -12,7 +12,7 @@ from typing import Any
 
 ODDS = {"span": "null score minus best span score", "beam": "the answerability logit",
         "generate": "log-probability of the empty answer minus the best answer's"}
-SCORE_KEYS = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact", "best_f1")
+SCORE_KEYS = ("exact_match", "exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact", "best_f1")
 
 
 def card_kwargs(model_name_or_path: str, dataset_name: str | None, dataset_config_name: str | None,

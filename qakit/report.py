@@ -55,7 +55,8 @@ def peak_memory() -> dict[str, float]:
 def _scores(r: dict, prefix: str) -> list[tuple[str, str]]:
     rows = []
     if f"{prefix}_f1" in r:
-        rows.append(("exact / F1", f"{r[f'{prefix}_exact']:.2f} / {r[f'{prefix}_f1']:.2f}"))
+        exact = r.get(f"{prefix}_exact", r.get(f"{prefix}_exact_match"))  # v2 and v1.1 name it differently
+        rows.append(("exact / F1", f"{exact:.2f} / {r[f'{prefix}_f1']:.2f}"))
     for part in ("HasAns", "NoAns"):
         if f"{prefix}_{part}_f1" in r:
             rows.append((f"{part} exact / F1 ({r[f'{prefix}_{part}_total']} questions)",

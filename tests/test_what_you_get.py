@@ -270,3 +270,14 @@ def test_help_is_grouped_with_common_flags_first():
     assert "--adam_beta1" in text[heads[-1]:] and "--adam_beta1" not in training
     answers = text[heads[2]:heads[3]]
     assert all(f"--{flag} " in answers for flag in ("null_score_diff_threshold", "answer_head", "generation_num_beams"))
+
+
+def test_report_renders_v1_scores():
+    """SQuAD v1.1 results name exact `exact_match`; the report reads either (no NoAns rows, no threshold)."""
+    from qakit.report import render
+
+    text = render({"eval_exact_match": 50.0, "eval_f1": 62.5, "run_total_runtime": 3.0, "run_load_runtime": 1.0,
+                   "run_peak_rss_mib": 100.0})
+    rows = _report(text)
+    assert _numbers(rows["evaluation: exact / F1"]) == [50.0, 62.5]
+    assert "evaluation: null threshold used" not in rows and _numbers(rows["run: wall time (s)"]) == [1.0, 3.0]
