@@ -41,6 +41,7 @@ from qakit import plots
 from qakit.batches import QACollator, Seq2SeqCollator
 from qakit.card import card_kwargs, card_sections
 from qakit.checkpoints import describe_best, is_complete, last_complete_checkpoint
+from qakit.engines import check_engine, check_launch
 from qakit.errors import QAConfigError, QAError
 from qakit.family import QAFamily, prepare_model
 from qakit.features import EvalSet, build_features, limit, with_lengths
@@ -614,11 +615,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                                    data_args.ignore_pad_token_for_loss)
     else:
         collator = QACollator(family, data_args.max_seq_length, data_args.pad_to_max_length, beam=head == "beam")
+    check_launch(training_args)
     trainer = QuestionAnsweringTrainer(
         model=model, args=training_args, train_dataset=train_features, eval_set=eval_set,
         processing_class=tokenizer, data_collator=collator, answer_settings=settings,
         answer_questions=answer_questions, head=head,
         generation=generation_settings(training_args, data_args, text_inputs, model, tokenizer) if text_inputs else None)
+    check_engine(trainer)  # DDP, FSDP or DeepSpeed, said in the log; never a silent fallback
     if training_args.early_stopping_patience:
         trainer.add_callback(EarlyStoppingCallback(training_args.early_stopping_patience))
     results: dict[str, float] = {}
@@ -763,6 +766,7 @@ def train(trainer: QuestionAnsweringTrainer, checkpoint: str | None, n_windows: 
     with phases.time("train"):
         out = trainer.train(resume_from_checkpoint=checkpoint)
     with phases.time("write"):
+        full_weights_for_saving(trainer)
         trainer.save_model()
         metrics = report(trainer, "train", dict(out.metrics, train_samples=n_windows))
         trainer.save_state()
@@ -770,6 +774,13 @@ def train(trainer: QuestionAnsweringTrainer, checkpoint: str | None, n_windows: 
             write_json(os.path.join(trainer.args.output_dir, "best_checkpoint.json"),
                        describe_best(trainer.state, trainer.args.metric_for_best_model, arguments))
     return metrics
+
+
+def full_weights_for_saving(trainer: QuestionAnsweringTrainer) -> None:
+    """Sharded FSDP checkpoints resume fast, but with a sharded state dict Trainer.save_model writes no model at
+    all (and says nothing): the final model is gathered whole, so from_pretrained loads it on one device."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
 
 
 def report(trainer: QuestionAnsweringTrainer, split: str, metrics: dict[str, float]) -> dict[str, float]:
