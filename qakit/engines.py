@@ -61,7 +61,9 @@ def check_engine(trainer: Any) -> str:
             "accelerate keeps FSDP only on accelerators (GPU, XPU, NPU, ...), not for processes on CPUs. Run on "
             "GPUs, or drop --fsdp to train with DDP")
     if asked == "deepspeed" and not getattr(trainer, "is_deepspeed_enabled", False):
+        why = ("processes on CPUs train together through accelerate's CPU mode, which leaves DeepSpeed out; run on "
+               "GPUs" if trainer.args.device.type == "cpu" else "is the launch distributed, and deepspeed installed?")
         raise QAConfigError(f"--deepspeed was given, but this run would train with {engine}: accelerate did not "
-                            "take the DeepSpeed config (is the launch distributed, and deepspeed installed?)")
+                            f"take the DeepSpeed config ({why})")
     logger.info("Engine: %s", engine)
     return engine

@@ -84,20 +84,26 @@ def test_fsdp_config_builds_the_plugin_the_trainer_builds():
 
 
 @pytest.mark.slow
-def test_fsdp_on_cpu_processes_is_refused_not_run_as_ddp(tmp_path):
-    """On CPUs accelerate drops the FSDP plugin and the Trainer would wrap the model in DDP: qa.py stops,
-    saying so, before any training, and writes nothing."""
+@pytest.mark.parametrize("engine", [["--fsdp", "full_shard auto_wrap", "--fsdp_config",
+                                     str(CONFIGS / "fsdp_full_shard.json")],
+                                    ["--deepspeed", str(CONFIGS / "ds_zero2.json")]], ids=["fsdp", "deepspeed"])
+def test_sharding_on_cpu_processes_is_refused_not_run_as_ddp(engine, tmp_path):
+    """On CPUs accelerate drops the FSDP plugin (and, in its CPU mode, DeepSpeed) and the Trainer would wrap the
+    model in DDP: qa.py stops, saying so, before any training, and writes nothing."""
+    if engine[0] == "--deepspeed":
+        pytest.importorskip("deepspeed")
     model = tiny_models.build_tiny("Bert", tmp_path / "bert")
     data = squad_file(tmp_path / "d.json")
     out = tmp_path / "out"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29563",
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                f"--master_port={29563 if engine[0] == '--fsdp' else 29564}",
                 str(REPO / "qa.py")]
     proc = run_qa(["--model_name_or_path", str(model), "--train_file", str(data), "--version_2_with_negative",
                    "--do_train", "--max_steps", "2", "--max_seq_length", "64", "--doc_stride", "16", "--report_to",
-                   "none", "--output_dir", str(out), "--fsdp", "full_shard auto_wrap", "--fsdp_config",
-                   str(CONFIGS / "fsdp_full_shard.json")], launcher=launcher, env={"OMP_NUM_THREADS": "1"})
+                   "none", "--output_dir", str(out), *engine], launcher=launcher, env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode != 0
-    assert "--fsdp was given, but this run would train with DDP over 2 processes" in proc.stderr, proc.stderr[-2000:]
+    assert f"{engine[0]} was given, but this run would train with DDP over 2 processes" in proc.stderr, \
+        proc.stderr[-2000:]
     assert f'File "{REPO / "qa.py"}"' not in proc.stderr  # our one-line error, not a traceback (torchrun adds its own)
     assert not (out / "model.safetensors").exists() and not list(out.glob("checkpoint-*"))
 
