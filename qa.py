@@ -20,10 +20,10 @@ import re
 import shutil
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, TextIO
 
 import datasets
 import torch
@@ -574,40 +574,76 @@ def features_cache_dir(model_args: ModelArguments) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args, overwrite = parse_args(argv)
-    setup_logging(training_args, quiet=data_args.asking)
-    checkpoint = find_checkpoint(training_args, overwrite)
-    set_seed(training_args.seed)
-    phases = Phases()
+    with ExitStack() as stack:  # asking: standard output carries the answers alone
+        answers = stack.enter_context(answers_only_on_stdout()) if data_args.asking else None
+        setup_logging(training_args, quiet=data_args.asking)
+        checkpoint = find_checkpoint(training_args, overwrite)
+        set_seed(training_args.seed)
+        phases = Phases()
 
-    # Load: questions, model, and how this model family is fed
-    with phases.time("load"):
-        raw, reports = load_questions(data_args, model_args)
-        if not data_args.asking:  # asked questions carry no answers to check
-            check_answerability(raw, reports, data_args)
-        model, tokenizer, head = load_model(model_args, training_args.predict_with_generate)
-        family = QAFamily.detect(model, tokenizer, data_args.max_seq_length, model_args.offsets_by_alignment)
-        check_unknown_share(family, raw, model_args.tokenizer_name or model_args.model_name_or_path)
-        text_inputs = (TextInputs.detect(family, data_args.max_seq_length, data_args.doc_stride,
-                                         data_args.max_answer_length) if head == "generate" else None)
+        # Load: questions, model, and how this model family is fed
+        with phases.time("load"):
+            raw, reports = load_questions(data_args, model_args)
+            if not data_args.asking:  # asked questions carry no answers to check
+                check_answerability(raw, reports, data_args)
+            model, tokenizer, head = load_model(model_args, training_args.predict_with_generate)
+            family = QAFamily.detect(model, tokenizer, data_args.max_seq_length, model_args.offsets_by_alignment)
+            check_unknown_share(family, raw, model_args.tokenizer_name or model_args.model_name_or_path)
+            text_inputs = (TextInputs.detect(family, data_args.max_seq_length, data_args.doc_stride,
+                                             data_args.max_answer_length) if head == "generate" else None)
 
-    # Features: questions -> windows (cached)
-    def features_for(split: str, n: int | None) -> tuple[datasets.Dataset, datasets.Dataset]:
-        if split not in raw:
-            flag = {"train": "--do_train", "validation": "--do_eval", "test": "--do_predict"}[split]
-            raise QAConfigError(f"{flag} needs a {split} split: pass --{split}_file or a --dataset_name that has one")
-        examples = limit(raw[split], n)
-        with phases.time("windows"):
-            features = build_features(examples, split, family, data_args.max_seq_length, data_args.doc_stride,
-                                      features_cache_dir(model_args),
-                                      training_args.main_process_first, overwrite_cache=data_args.overwrite_cache,
-                                      num_proc=data_args.preprocessing_num_workers, text_inputs=text_inputs)
-        return examples, features
+        # Features: questions -> windows (cached)
+        def features_for(split: str, n: int | None) -> tuple[datasets.Dataset, datasets.Dataset]:
+            if split not in raw:
+                flag = {"train": "--do_train", "validation": "--do_eval", "test": "--do_predict"}[split]
+                raise QAConfigError(f"{flag} needs a {split} split: pass --{split}_file or a --dataset_name that has one")
+            examples = limit(raw[split], n)
+            with phases.time("windows"):
+                features = build_features(examples, split, family, data_args.max_seq_length, data_args.doc_stride,
+                                          features_cache_dir(model_args),
+                                          training_args.main_process_first, overwrite_cache=data_args.overwrite_cache,
+                                          num_proc=data_args.preprocessing_num_workers, text_inputs=text_inputs)
+            return examples, features
 
-    train_features = (with_lengths(features_for("train", data_args.max_train_samples)[1],
-                                   training_args.length_column_name) if training_args.do_train else None)
-    eval_set = EvalSet(*features_for("validation", data_args.max_eval_samples)) if training_args.do_eval else None
+        train_features = (with_lengths(features_for("train", data_args.max_train_samples)[1],
+                                       training_args.length_column_name) if training_args.do_train else None)
+        eval_set = EvalSet(*features_for("validation", data_args.max_eval_samples)) if training_args.do_eval else None
 
-    # Train
+        # Train
+        trainer = make_trainer(model, tokenizer, family, head, text_inputs, train_features, eval_set, model_args,
+                               data_args, training_args)
+        arguments = sys.argv[1:] if argv is None else argv
+        results: dict[str, float] = {}
+        with disk_errors(training_args.output_dir):
+            if training_args.do_train:
+                results |= train(trainer, checkpoint, len(train_features), arguments, phases)
+
+            # Predict -> post-process -> score -> write: `answer_questions`, run by evaluate() and predict()
+            if training_args.do_eval:
+                results |= answer_split(trainer, "eval", eval_set, phases)
+                record_threshold(trainer, results)
+            if training_args.do_predict:
+                if data_args.null_score_diff_threshold == "best":
+                    trainer.answer_settings = dataclasses.replace(trainer.answer_settings,
+                                                                  null_score_diff_threshold=best_threshold(results))
+                test_set = EvalSet(*features_for("test", data_args.max_predict_samples),
+                                   has_answers=reports["test"].has_answers)
+                if data_args.asking:
+                    return ask(trainer, test_set, answers)
+                results |= answer_split(trainer, "predict", test_set, phases)
+
+            # What the run leaves: the model card, the pictures, the report
+            with phases.time("write"):
+                hand_on(trainer, results, reports, arguments, model_args, data_args)
+                draw_pictures(trainer, eval_set)
+            results |= finish(trainer, phases, results)
+        return results
+
+
+def make_trainer(model: torch.nn.Module, tokenizer: Any, family: QAFamily, head: str, text_inputs: TextInputs | None,
+                 train_features: datasets.Dataset | None, eval_set: EvalSet | None, model_args: ModelArguments,
+                 data_args: DataTrainingArguments, training_args: TrainingArguments) -> QuestionAnsweringTrainer:
+    """The trainer with the batches, answer settings and engine this head and model family need."""
     settings = AnswerSettings(data_args.n_best_size, data_args.max_answer_length,
                               data_args.version_2_with_negative, starting_threshold(data_args, model_args))
     if head == "generate":
@@ -624,39 +660,41 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     check_engine(trainer)  # DDP, FSDP or DeepSpeed, said in the log; never a silent fallback
     if training_args.early_stopping_patience:
         trainer.add_callback(EarlyStoppingCallback(training_args.early_stopping_patience))
-    results: dict[str, float] = {}
-    with disk_errors(training_args.output_dir):
-        if training_args.do_train:
-            results |= train(trainer, checkpoint, len(train_features), sys.argv[1:] if argv is None else argv, phases)
+    return trainer
 
-        # Predict -> post-process -> score -> write: `answer_questions`, run by evaluate() and predict()
-        if training_args.do_eval:
-            with phases.time("evaluate"):
-                metrics = trainer.evaluate()
-            phases.move("evaluate", "write", metrics["eval_write_runtime"])
-            results |= report(trainer, "eval", metrics)
-            record_threshold(trainer, results)
-        if training_args.do_predict:
-            if data_args.null_score_diff_threshold == "best":
-                trainer.answer_settings = dataclasses.replace(settings,
-                                                              null_score_diff_threshold=best_threshold(results))
-            test_set = EvalSet(*features_for("test", data_args.max_predict_samples),
-                               has_answers=reports["test"].has_answers)
-            if data_args.asking:  # printed, not written
-                trainer.remove_callback(PrinterCallback)  # it would print the metrics among the answers
-                preds, _ = trainer.predict(test_set, metric_key_prefix=ASK_PREFIX)
-                if trainer.is_world_process_zero():
-                    print_answers(answer_records(preds, test_set.examples))
-                return results
-            with phases.time("predict"):
-                _, metrics = trainer.predict(test_set)
-            phases.move("predict", "write", metrics["predict_write_runtime"])
-            results |= report(trainer, "predict", metrics)
-        with phases.time("write"):
-            hand_on(trainer, results, reports, sys.argv[1:] if argv is None else argv, model_args, data_args)
-            draw_pictures(trainer, eval_set)
-        results |= finish(trainer, phases, results)
-    return results
+
+def answer_split(trainer: QuestionAnsweringTrainer, prefix: str, data: EvalSet, phases: Phases) -> dict[str, float]:
+    """Evaluate or predict one split (the files it writes count as `write` time), and report it."""
+    phase = "evaluate" if prefix == "eval" else "predict"
+    with phases.time(phase):
+        metrics = trainer.evaluate(data) if prefix == "eval" else trainer.predict(data)[1]
+    phases.move(phase, "write", metrics[f"{prefix}_write_runtime"])
+    return report(trainer, prefix, metrics)
+
+
+def ask(trainer: QuestionAnsweringTrainer, asked: EvalSet, answers: TextIO) -> dict[str, float]:
+    """The asked questions' answers, printed as JSON lines; nothing is written."""
+    trainer.remove_callback(PrinterCallback)  # it would print the metrics among the answers
+    preds, metrics = trainer.predict(asked, metric_key_prefix=ASK_PREFIX)
+    if trainer.is_world_process_zero():
+        print_answers(answer_records(preds, asked.examples), answers)
+    return metrics
+
+
+@contextmanager
+def answers_only_on_stdout() -> Iterator[TextIO]:
+    """A stream to the real standard output, while everything else printed there goes to standard error:
+    libraries print too (DeepSpeed announces its accelerator on stdout), and the answers must parse."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with os.fdopen(os.dup(saved), "w", encoding="utf-8") as answers:
+            yield answers
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def load_questions(data_args: DataTrainingArguments,
