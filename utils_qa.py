@@ -346,6 +346,12 @@ def _answer_block(win_of_block: np.ndarray, first: int, n_questions: int, window
     return best_text, odds
 
 
+def insert_null(entries: list[dict[str, Any]], row: dict[str, Any]) -> None:
+    """The null answer goes before the first entry that scores below it (entries are best first)."""
+    at = next((i for i, p in enumerate(entries) if p["score"] < row["score"]), len(entries))
+    entries.insert(at, row)
+
+
 def add_probabilities(entries: list[dict[str, Any]]) -> None:
     """Each n-best entry's probability: the softmax of the listed scores, as HF's n-best files have it."""
     top = max((p["score"] for p in entries), default=0.0)
@@ -387,9 +393,8 @@ def postprocess_reference(ids: list[str], contexts: list[str], windows: WindowIn
         best[qid] = spans[0]["text"] if spans else ""
         entries = list(spans)
         if version_2_with_negative:
-            at = next((i for i, p in enumerate(entries) if p["score"] < null_score), len(entries))
-            entries.insert(at, {"text": "", "offsets": [0, 0], "start_logit": None, "end_logit": None,
-                                "score": null_score})
+            insert_null(entries, {"text": "", "offsets": [0, 0], "start_logit": None, "end_logit": None,
+                                  "score": null_score})
             odds[qid] = null_score - spans[0]["score"] if spans else NO_SPAN_ODDS
             preds[qid] = "" if odds[qid] > null_score_diff_threshold else best[qid]
         else:

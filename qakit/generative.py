@@ -24,9 +24,9 @@ from qakit.errors import QAConfigError
 from qakit.family import QAFamily
 from qakit.template import probe_single
 from qakit.windows import WindowIndex, context_windows
-from utils_qa import QAPredictions, add_probabilities
+from utils_qa import NO_SPAN_ODDS, QAPredictions, add_probabilities, insert_null
 
-NO_ANSWER_ODDS = 1e9  # null odds of a question for which no window wrote a non-empty answer
+NO_ANSWER_ODDS = NO_SPAN_ODDS  # null odds of a question for which no window wrote a non-empty answer
 
 
 def source_text(question: str, context: str) -> tuple[str, int, int, int]:
@@ -241,8 +241,7 @@ def postprocess_generated(ids: list[str], contexts: list[str], windows: WindowIn
         best[qid] = entries[0]["text"] if entries else ""
         if version_2_with_negative:
             null = min(float(gen.null_score[w]) for w in by_question[e])
-            at = next((i for i, p in enumerate(entries) if p["score"] < null), len(entries))
-            entries.insert(at, {"text": "", "offsets": [0, 0], "score": null})
+            insert_null(entries, {"text": "", "offsets": [0, 0], "score": null})
             odds[qid] = null - ranked[0][1][0] if ranked else NO_ANSWER_ODDS
             preds[qid] = "" if odds[qid] > null_score_diff_threshold else best[qid]
         else:
