@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 import zipfile
 from pathlib import Path
@@ -48,10 +49,10 @@ def is_complete(checkpoint: str | os.PathLike, with_optimizer: bool = True) -> b
     """Whether Trainer finished writing this checkpoint folder.
 
     Trainer (5.24 `_save_checkpoint`) writes straight into checkpoint-N, with no temporary folder, rename or fsync:
-    config.json, the weights, the tokenizer files, training_args.bin, then optimizer.pt, scheduler.pt, [scaler.pt],
+    config.json, the weights, the tokenizer files, training_args.bin, then the optimizer and scheduler, [scaler.pt],
     rng_state.pth (rng_state_<rank>.pth per process when distributed, with no barrier before the next file), and
-    trainer_state.json last. So the state must parse and name step N, and every file a resume reads must be there;
-    the torch files are zip archives whose directory is written at the end, which catches a truncated file.
+    trainer_state.json last. So the state must parse and name step N, and every file a resume reads must be there
+    and whole, in whichever layout the engine wrote (see `_Folder`).
     """
     path = Path(checkpoint)
     match = _CHECKPOINT.match(path.name)
@@ -63,37 +64,89 @@ def is_complete(checkpoint: str | os.PathLike, with_optimizer: bool = True) -> b
         return False
     if not isinstance(state, dict) or state.get("global_step") != int(match.group(1)):
         return False
-
-    def nonempty(name: str) -> bool:
-        return (path / name).is_file() and (path / name).stat().st_size > 0
-
-    def torch_file(name: str) -> bool:
-        return nonempty(name) and zipfile.is_zipfile(path / name)
-
-    def safetensors_file(name: str) -> bool:  # its header gives the data's length: a cut file is too short
-        try:
-            with open(path / name, "rb") as f:
-                size = int.from_bytes(f.read(8), "little")
-                header = json.loads(f.read(size))
-            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-            return (path / name).stat().st_size >= 8 + size + end
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
-            return False
-
-    if nonempty("model.safetensors.index.json"):
-        try:
-            index = json.loads((path / "model.safetensors.index.json").read_text(encoding="utf-8"))
-            weights = all(safetensors_file(shard) for shard in set(index["weight_map"].values()))
-        except (OSError, ValueError, KeyError, AttributeError):
-            return False
-    else:
-        weights = safetensors_file("model.safetensors") or torch_file("pytorch_model.bin")
-    needed = ["training_args.bin"]
+    folder = _Folder(path)
+    deepspeed = folder.deepspeed_state()
+    fsdp_shards = folder.sharded("pytorch_model_fsdp_0")  # a model Trainer saves without config or arguments
+    weights = folder.weights() or fsdp_shards or deepspeed
+    needed = [] if fsdp_shards else ["training_args.bin"]
+    optimizer = True
     if with_optimizer:  # not with --save_only_model
         # one RNG file per process that saved; a rerun may use another number of processes
         rng = [p.name for p in path.glob("rng_state*.pth")] or ["rng_state.pth"]
-        needed += ["optimizer.pt", "scheduler.pt", *rng]
-    return weights and nonempty("config.json") and all(torch_file(name) for name in needed)
+        needed += rng if deepspeed else ["scheduler.pt", *rng]  # DeepSpeed keeps its scheduler in its own state
+        optimizer = (deepspeed or folder.torch_file("optimizer.pt") or folder.torch_file("optimizer.bin")
+                     or folder.sharded("optimizer_0"))
+    return (weights and optimizer and (fsdp_shards or folder.nonempty("config.json"))
+            and all(map(folder.torch_file, needed)))
+
+
+class _Folder:
+    """Whole-file checks for one checkpoint folder. torch files are zip archives whose directory is written
+    last; safetensors headers give the data's length; the sharded layouts are checked by what they write last:
+    torch.distributed.checkpoint (FSDP's SHARDED_STATE_DICT: `pytorch_model_fsdp_0/`, `optimizer_0/`) writes
+    `.metadata`, listing every byte range of every process's shard, after all shards; DeepSpeed writes
+    `global_step<N>/` (model and per-process optimizer states) and then `latest`, naming that folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def nonempty(self, name: str) -> bool:
+        return (self.path / name).is_file() and (self.path / name).stat().st_size > 0
+
+    def torch_file(self, name: str) -> bool:
+        return self.nonempty(name) and zipfile.is_zipfile(self.path / name)
+
+    def safetensors_file(self, name: str) -> bool:
+        try:
+            with open(self.path / name, "rb") as f:
+                size = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(size))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+            return (self.path / name).stat().st_size >= 8 + size + end
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return False
+
+    def weights(self) -> bool:
+        if not self.nonempty("model.safetensors.index.json"):
+            return self.safetensors_file("model.safetensors") or self.torch_file("pytorch_model.bin")
+        try:
+            index = json.loads((self.path / "model.safetensors.index.json").read_text(encoding="utf-8"))
+            return all(self.safetensors_file(shard) for shard in set(index["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError):
+            return False
+
+    def sharded(self, name: str) -> bool:
+        """A torch.distributed.checkpoint folder with every byte its metadata lists."""
+        from torch.distributed.checkpoint import FileSystemReader
+
+        folder = self.path / name
+        if not (folder / ".metadata").is_file():
+            return False
+        try:
+            storage = FileSystemReader(str(folder)).read_metadata().storage_data
+            ends: dict[str, int] = {}
+            for info in storage.values():
+                ends[info.relative_path] = max(ends.get(info.relative_path, 0), info.offset + info.length)
+        except (OSError, EOFError, ValueError, AttributeError, TypeError, pickle.UnpicklingError):
+            return False
+        return bool(ends) and all((folder / f).is_file() and (folder / f).stat().st_size >= end
+                                  for f, end in ends.items())
+
+    def deepspeed_state(self) -> bool:
+        """DeepSpeed's own checkpoint, whole: `latest` names a folder whose torch files are all whole, with an
+        optimizer state per process that saved (as many as the RNG files)."""
+        try:
+            tag = (self.path / "latest").read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return False
+        folder = self.path / tag
+        if not tag or os.sep in tag or not folder.is_dir():
+            return False
+        files = [p for p in folder.iterdir() if p.suffix == ".pt"]
+        optimizers = [p for p in files if p.name.endswith("optim_states.pt")]
+        processes = len(list(self.path.glob("rng_state*.pth"))) or 1
+        return (len(optimizers) == processes and any(p.name.endswith("model_states.pt") for p in files)
+                and all(p.stat().st_size > 0 and zipfile.is_zipfile(p) for p in files))
 
 
 def last_complete_checkpoint(folder: str | os.PathLike, with_optimizer: bool = True) -> str | None:

@@ -37,22 +37,55 @@ def describe(trainer: Any) -> str:
     """The engine the Trainer will really use, from its accelerator."""
     args = trainer.args
     if getattr(trainer, "is_deepspeed_enabled", False):
-        stage = trainer.accelerator.state.deepspeed_plugin.zero_stage
-        return f"DeepSpeed ZeRO-{stage} over {args.world_size} process(es)"
+        plugin = trainer.accelerator.state.deepspeed_plugin
+        zero = plugin.deepspeed_config.get("zero_optimization", {})
+        offloaded = [what for what in ("optimizer", "param")
+                     if (zero.get(f"offload_{what}") or {}).get("device") in ("cpu", "nvme")]
+        offload = f", {' and '.join(offloaded)} offloaded" if offloaded else ""
+        return f"DeepSpeed ZeRO-{plugin.zero_stage}{offload} over {args.world_size} process(es)"
     if getattr(trainer, "is_fsdp_enabled", False):
         plugin = trainer.accelerator.state.fsdp_plugin
         version = getattr(plugin, "fsdp_version", 1)
-        strategy = getattr(plugin, "reshard_after_forward", None) if version == 2 else plugin.sharding_strategy
+        strategy = (f"reshard_after_forward={plugin.reshard_after_forward}" if version == 2
+                    else plugin.sharding_strategy.name)
         wrap = getattr(plugin, "transformer_cls_names_to_wrap", None) or "the model's _no_split_modules"
-        return f"FSDP{version} ({strategy}, wrapping {wrap}) over {args.world_size} processes"
+        offload = ", parameters offloaded to the CPU" if _offloads(plugin.cpu_offload) else ""
+        return f"FSDP{version} ({strategy}, wrapping {wrap}{offload}) over {args.world_size} processes"
     if args.world_size > 1:
         backend = getattr(trainer.accelerator.state, "backend", None) or "?"
         return f"DDP over {args.world_size} processes ({backend})"
     return f"one process on {args.device}"
 
 
+def _offloads(policy: Any) -> bool:
+    """FSDP1's CPUOffload(offload_params=...) or FSDP2's CPUOffloadPolicy (its plain OffloadPolicy is none)."""
+    from torch.distributed.fsdp import CPUOffloadPolicy
+
+    return isinstance(policy, CPUOffloadPolicy) or bool(getattr(policy, "offload_params", False))
+
+
+def fsdp_layers(model: Any) -> list[str]:
+    """The layer classes FSDP shards one by one: the model's `_no_split_modules` that it builds, less any that
+    hold the input embeddings (BERT-style models list their embeddings block there). accelerate shards the
+    input embeddings by themselves after the layers and stops with "Invariant encountered: value was None"
+    when a layer already took them."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    built = {type(module).__name__: module for module in model.modules()}
+    return [name for name in getattr(model, "_no_split_modules", None) or [] if name in built
+            and not any(sub is embeddings for sub in built[name].modules())]
+
+
+def _choose_fsdp_layers(trainer: Any) -> None:
+    """Fill in the layers to wrap where --fsdp_config names none (transformer_layer_cls_to_wrap)."""
+    plugin = trainer.accelerator.state.fsdp_plugin
+    if getattr(plugin, "transformer_cls_names_to_wrap", True) is None:
+        plugin.transformer_cls_names_to_wrap = fsdp_layers(trainer.model)
+
+
 def check_engine(trainer: Any) -> str:
     """Log the engine; refuse a run whose engine is not the one asked for."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        _choose_fsdp_layers(trainer)
     engine = describe(trainer)
     asked = asked_engine(trainer.args)
     if asked == "fsdp" and not getattr(trainer, "is_fsdp_enabled", False):
@@ -65,5 +98,14 @@ def check_engine(trainer: Any) -> str:
                "GPUs" if trainer.args.device.type == "cpu" else "is the launch distributed, and deepspeed installed?")
         raise QAConfigError(f"--deepspeed was given, but this run would train with {engine}: accelerate did not "
                             f"take the DeepSpeed config ({why})")
+    if asked == "deepspeed" and not trainer.args.do_train and not _zero3(trainer):
+        raise QAConfigError(
+            f"--deepspeed {trainer.args.deepspeed}: evaluating or predicting without training needs ZeRO stage 3, "
+            "which shards the weights (configs/ds_zero3.json); ZeRO-2 shards only the optimizer state and "
+            "gradients, which evaluation has none of. Use a stage-3 config, or drop --deepspeed to evaluate with DDP")
     logger.info("Engine: %s", engine)
     return engine
+
+
+def _zero3(trainer: Any) -> bool:
+    return trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
