@@ -85,6 +85,38 @@ def test_fsdp_config_builds_the_plugin_the_trainer_builds():
         "transformer_auto_wrap_policy"
 
 
+@pytest.mark.parametrize("name,layers,left_out", [("Bert", ["BertLayer"], {"BertEmbeddings"}),
+                                                  ("Llama", ["LlamaDecoderLayer"], set())])
+def test_fsdp_wraps_the_layers_not_the_embeddings(name, layers, left_out):
+    """BERT lists BertEmbeddings among its _no_split_modules; wrapping it as a layer stops accelerate's FSDP2
+    ("value was None"), so only the repeated blocks are wrapped one by one."""
+    from qakit.engines import fsdp_layers
+
+    model, _ = tiny_models.tiny_model(name)
+    assert fsdp_layers(model) == layers
+    assert set(model._no_split_modules) - set(layers) == left_out
+
+
+def _deepspeed_trainer(stage: int, do_train: bool) -> SimpleNamespace:
+    """What check_engine reads of a Trainer that took a DeepSpeed config."""
+    plugin = SimpleNamespace(zero_stage=stage, deepspeed_config={"zero_optimization": {"stage": stage}})
+    args = SimpleNamespace(deepspeed=str(CONFIGS / f"ds_zero{stage}.json"), fsdp=None, do_train=do_train,
+                           world_size=2, device=SimpleNamespace(type="cuda"))
+    return SimpleNamespace(args=args, is_deepspeed_enabled=True,
+                           accelerator=SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin)))
+
+
+def test_evaluating_under_zero2_is_refused_with_the_fix():
+    """ZeRO-2 shards no weights, so HF refuses inference with it deep inside the Trainer; ours says what to use."""
+    from qakit.engines import check_engine
+    from qakit.errors import QAConfigError
+
+    with pytest.raises(QAConfigError, match=r"ds_zero2\.json.*needs ZeRO stage 3.*configs/ds_zero3\.json"):
+        check_engine(_deepspeed_trainer(2, do_train=False))
+    assert check_engine(_deepspeed_trainer(2, do_train=True)) == "DeepSpeed ZeRO-2 over 2 process(es)"
+    assert check_engine(_deepspeed_trainer(3, do_train=False)) == "DeepSpeed ZeRO-3 over 2 process(es)"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", [["--fsdp", "full_shard auto_wrap", "--fsdp_config",
                                      str(CONFIGS / "fsdp_full_shard.json")],

@@ -152,6 +152,53 @@ def test_incomplete_checkpoints_are_skipped(tmp_path):
     assert last_complete_checkpoint(tmp_path) is None
 
 
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")  # one process writes both shards
+def test_sharded_checkpoints_count_only_when_whole(tmp_path):
+    """FSDP's sharded checkpoints (torch.distributed.checkpoint folders, no config.json) and DeepSpeed's own
+    (global_stepN/ then `latest`) are complete only when every shard the layout lists is there and whole."""
+    import torch.distributed.checkpoint as dcp
+
+    pt = _torch_bytes()
+    state = json.dumps({"global_step": 2}).encode()
+
+    def fsdp(name: str) -> Path:
+        path = tmp_path / name / "checkpoint-2"
+        path.mkdir(parents=True)
+        for sub in ("pytorch_model_fsdp_0", "optimizer_0"):
+            dcp.save({"w": torch.arange(64.0)}, checkpoint_id=str(path / sub))
+        for name_ in ("scheduler.pt", "rng_state_0.pth", "rng_state_1.pth"):
+            (path / name_).write_bytes(pt)
+        (path / "trainer_state.json").write_bytes(state)
+        return path
+
+    good = fsdp("fsdp")
+    assert is_complete(good)
+    shard = next((fsdp("cut") / "optimizer_0").glob("*.distcp"))
+    shard.write_bytes(shard.read_bytes()[:-16])  # a shard cut short
+    unfinished = fsdp("unfinished")
+    (unfinished / "pytorch_model_fsdp_0" / ".metadata").unlink()  # killed before the metadata
+    assert not is_complete(shard.parent.parent) and not is_complete(unfinished)
+
+    def deepspeed(name: str, optimizer_states: int, latest: bool = True) -> Path:
+        path = tmp_path / name / "checkpoint-2"
+        (path / "global_step2").mkdir(parents=True)
+        (path / "global_step2" / "mp_rank_00_model_states.pt").write_bytes(pt)
+        for rank in range(optimizer_states):
+            (path / "global_step2" / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt").write_bytes(pt)
+        files = {"config.json": b"{}", "model.safetensors": save({"w": torch.zeros(4)}), "training_args.bin": pt,
+                 "rng_state_0.pth": pt, "rng_state_1.pth": pt, "trainer_state.json": state}
+        for name_, content in files.items():
+            (path / name_).write_bytes(content)
+        if latest:
+            (path / "latest").write_text("global_step2")
+        return path
+
+    assert is_complete(deepspeed("ds", 2))
+    assert not is_complete(deepspeed("ds-one-of-two", 1))  # the second process's optimizer state is missing
+    assert not is_complete(deepspeed("ds-no-latest", 2, latest=False))  # DeepSpeed writes `latest` last
+    assert is_complete(deepspeed("ds-weights-only", 0, latest=False), with_optimizer=False)
+
+
 @pytest.mark.slow
 def test_overwrite_output_dir_starts_afresh(tmp_path):
     """The earlier run's checkpoints go; a later plain rerun can no longer resume the old run and put its
