@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
+
 from qakit.errors import QAConfigError
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ def check_engine(trainer: Any) -> str:
     if getattr(trainer, "is_fsdp_enabled", False):
         _choose_fsdp_layers(trainer)
     engine = describe(trainer)
+    levers = memory_levers(trainer)
     asked = asked_engine(trainer.args)
     if asked == "fsdp" and not getattr(trainer, "is_fsdp_enabled", False):
         raise QAConfigError(
@@ -103,8 +106,21 @@ def check_engine(trainer: Any) -> str:
             f"--deepspeed {trainer.args.deepspeed}: evaluating or predicting without training needs ZeRO stage 3, "
             "which shards the weights (configs/ds_zero3.json); ZeRO-2 shards only the optimizer state and "
             "gradients, which evaluation has none of. Use a stage-3 config, or drop --deepspeed to evaluate with DDP")
-    logger.info("Engine: %s", engine)
+    logger.info("Engine: %s%s", engine, f"; memory: {', '.join(levers)}" if levers else "")
     return engine
+
+
+def memory_levers(trainer: Any) -> list[str]:
+    """The memory-saving settings in force besides sharding, so a log shows what a run's peak memory came from."""
+    args, levers = trainer.args, []
+    dtype = next(trainer.model.parameters()).dtype
+    if dtype != torch.float32:
+        levers.append(f"weights in {str(dtype).removeprefix('torch.')}")
+    if args.bf16 or args.fp16:
+        levers.append(f"{'bf16' if args.bf16 else 'fp16'} mixed precision")
+    if args.gradient_checkpointing and args.do_train:
+        levers.append("gradient checkpointing")
+    return levers
 
 
 def _zero3(trainer: Any) -> bool:

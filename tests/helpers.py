@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,19 @@ def run_qa(args: list[str], *, cwd: Path = REPO, launcher: list[str] | None = No
     cmd = (launcher or [sys.executable, str(REPO / "qa.py")]) + list(args)
     return subprocess.run(cmd, cwd=cwd, env={**os.environ, **OFFLINE_ENV, **(env or {})}, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    """A port free now, for a rendezvous (fixed ports collide with other runs on the machine)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def torchrun(nproc: int = 2, script: Path = REPO / "qa.py") -> list[str]:
+    """A torchrun launch of `script` on this machine."""
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}", str(script)]
 
 
 def run_cli(args: list, capsys: Any) -> tuple[int, str]:

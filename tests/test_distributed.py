@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 import tiny_models
-from helpers import OFFLINE_ENV, REPO, read_json as read, run_qa
+from helpers import OFFLINE_ENV, REPO, free_port, read_json as read, run_qa, torchrun
 from squad_data import squad_file
 
 pytestmark = pytest.mark.slow
@@ -23,11 +22,6 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # torchrun's default; the same in the one
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory) -> Path:
     return tiny_models.build_tiny("Bert", tmp_path_factory.mktemp("models") / "bert")
-
-
-def torchrun(nproc: int, port: int, nnodes: int = 1, node_rank: int = 0) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--nnodes={nnodes}",
-            f"--node_rank={node_rank}", "--master_addr=127.0.0.1", f"--master_port={port}", str(REPO / "qa.py")]
 
 
 def common(model: Path, data: Path) -> list[str]:
@@ -51,7 +45,7 @@ def test_cpu_processes_train_together_without_use_cpu(bert, tmp_path):
     data = squad_file(tmp_path / "d.json")
     out = tmp_path / "two"
     proc = run_qa([*common(bert, data), "--do_train", "--do_eval", "--max_steps", "3", "--save_strategy", "no",
-                   "--output_dir", str(out)], launcher=torchrun(2, 29541), env=ONE_THREAD)
+                   "--output_dir", str(out)], launcher=torchrun(), env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     assert "distributed True" in log and "distributed False" not in log, log[-3000:]
@@ -63,10 +57,10 @@ def test_two_nodes_through_the_run_script(bert, tmp_path):
     """`NNODES=2 NODE_RANK=0|1 MASTER_ADDR=... bash run_train_offline.sh` on this machine, one process per node."""
     data = squad_file(tmp_path / "d.json")
     out = tmp_path / "nodes"
-    procs = []
+    procs, port = [], str(free_port())
     for rank in (0, 1):
         env = {**os.environ, **OFFLINE_ENV, **ONE_THREAD, "NNODES": "2", "NODE_RANK": str(rank),
-               "NPROC_PER_NODE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29543", "MODEL_PATH": str(bert),
+               "NPROC_PER_NODE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "MODEL_PATH": str(bert),
                "SQUAD_PATH": str(data), "OUTPUT_DIR": str(out),
                "HF_DATASETS_CACHE": str(tmp_path / f"cache{rank}")}  # each node its own disk, as on a cluster
         procs.append(subprocess.Popen(["bash", str(REPO / "run_train_offline.sh"), *common(bert, data)[6:],
@@ -87,7 +81,7 @@ def test_best_checkpoint_and_early_stopping_under_torchrun(bert, tmp_path):
     proc = run_qa([*common(bert, data), "--do_train", "--max_steps", "20", "--learning_rate", "0",
                    "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
                    "--load_best_model_at_end", "--metric_for_best_model", "f1", "--early_stopping_patience", "1",
-                   "--output_dir", str(out)], launcher=torchrun(2, 29545), env=ONE_THREAD)
+                   "--output_dir", str(out)], launcher=torchrun(), env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = read(out / "trainer_state.json")
     assert state["global_step"] == 4  # evaluations at 2 and 4; no improvement at 4 with patience 1
@@ -104,7 +98,7 @@ def test_a_dead_rank_stops_the_run_and_the_rerun_resumes(bert, tmp_path):
     out = tmp_path / "dead"
     args = [*common(bert, data), "--do_train", "--max_steps", "40", "--save_strategy", "steps", "--save_steps",
             "4", "--output_dir", str(out)]
-    proc = subprocess.Popen(torchrun(2, 29547) + args, env={**os.environ, **OFFLINE_ENV, **ONE_THREAD},
+    proc = subprocess.Popen(torchrun() + args, env={**os.environ, **OFFLINE_ENV, **ONE_THREAD},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.monotonic() + 600
     while not (out / "checkpoint-8").exists():
@@ -118,7 +112,7 @@ def test_a_dead_rank_stops_the_run_and_the_rerun_resumes(bert, tmp_path):
     assert proc.returncode != 0
     assert "rank" in log.lower() and ("exitcode" in log or "-9" in log), log[-3000:]
     assert not any((out / name).exists() for name in ("train_results.json", "all_results.json"))
-    rerun = run_qa(args, launcher=torchrun(2, 29549), env=ONE_THREAD)
+    rerun = run_qa(args, launcher=torchrun(), env=ONE_THREAD)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Resuming from" in rerun.stdout + rerun.stderr
     assert read(out / "trainer_state.json")["global_step"] == 40
@@ -159,7 +153,7 @@ def test_generative_model_trains_and_evaluates_as_one_process(tmp_path):
            "--doc_stride", "8", "--test_file", str(questions), "--do_predict"]
     out = tmp_path / "two"
     proc = run_qa([*common(t5, data), *gen, "--do_train", "--do_eval", "--max_steps", "2", "--save_strategy", "no",
-                   "--output_dir", str(out)], launcher=torchrun(2, 29547), env=ONE_THREAD)
+                   "--output_dir", str(out)], launcher=torchrun(), env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed True" in proc.stdout + proc.stderr
     # progress bars from the main process only (transformers 5 draws one per process loading weights)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 import tiny_models
-from helpers import REPO, read_json, run_qa
+from helpers import REPO, read_json, run_cli, run_qa, torchrun
 from squad_data import squad_file
 
 CONFIGS = REPO / "configs"
@@ -72,17 +72,21 @@ def test_deepspeed_check_can_fail():
                                    num_training_steps=100)
 
 
-def test_fsdp_config_builds_the_plugin_the_trainer_builds():
+@pytest.mark.parametrize("fsdp,offload", [("full_shard auto_wrap", False), ("full_shard auto_wrap offload", True)])
+def test_fsdp_config_builds_the_plugin_the_trainer_builds(fsdp, offload):
     """The Trainer turns --fsdp_config into accelerate's FSDP plugin; ours gives FSDP2, transformer-layer
-    wrapping (the model's own _no_split_modules), sharded checkpoints."""
+    wrapping (the model's own _no_split_modules), sharded checkpoints, and CPU offload when --fsdp says
+    `offload` (the config sets no offload key, which would override the flag)."""
     from accelerate.utils import FullyShardedDataParallelPlugin
-    args = _args(fsdp="full_shard auto_wrap", fsdp_config=str(CONFIGS / "fsdp_full_shard.json"))
+    from qakit.engines import _offloads
+    args = _args(fsdp=fsdp, fsdp_config=str(CONFIGS / "fsdp_full_shard.json"))
     if not hasattr(args, "fsdp_plugin_args"):
         pytest.skip("transformers 4.x builds the plugin inside the Trainer")
     plugin = FullyShardedDataParallelPlugin(**args.fsdp_plugin_args)
     assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
     assert plugin.state_dict_type.name == "SHARDED_STATE_DICT" and plugin.auto_wrap_policy.__name__ == \
         "transformer_auto_wrap_policy"
+    assert _offloads(plugin.cpu_offload) == offload
 
 
 @pytest.mark.parametrize("name,layers,left_out", [("Bert", ["BertLayer"], {"BertEmbeddings"}),
@@ -101,8 +105,9 @@ def _deepspeed_trainer(stage: int, do_train: bool) -> SimpleNamespace:
     """What check_engine reads of a Trainer that took a DeepSpeed config."""
     plugin = SimpleNamespace(zero_stage=stage, deepspeed_config={"zero_optimization": {"stage": stage}})
     args = SimpleNamespace(deepspeed=str(CONFIGS / f"ds_zero{stage}.json"), fsdp=None, do_train=do_train,
-                           world_size=2, device=SimpleNamespace(type="cuda"))
-    return SimpleNamespace(args=args, is_deepspeed_enabled=True,
+                           world_size=2, device=SimpleNamespace(type="cuda"), bf16=False, fp16=False,
+                           gradient_checkpointing=False)
+    return SimpleNamespace(args=args, is_deepspeed_enabled=True, model=torch.nn.Linear(2, 2),
                            accelerator=SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin)))
 
 
@@ -129,12 +134,9 @@ def test_sharding_on_cpu_processes_is_refused_not_run_as_ddp(engine, tmp_path):
     model = tiny_models.build_tiny("Bert", tmp_path / "bert")
     data = squad_file(tmp_path / "d.json")
     out = tmp_path / "out"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                f"--master_port={29563 if engine[0] == '--fsdp' else 29564}",
-                str(REPO / "qa.py")]
     proc = run_qa(["--model_name_or_path", str(model), "--train_file", str(data), "--version_2_with_negative",
                    "--do_train", "--max_steps", "2", "--max_seq_length", "64", "--doc_stride", "16", "--report_to",
-                   "none", "--output_dir", str(out), *engine], launcher=launcher, env={"OMP_NUM_THREADS": "1"})
+                   "none", "--output_dir", str(out), *engine], launcher=torchrun(), env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode != 0
     assert f"{engine[0]} was given, but this run would train with DDP over 2 processes" in proc.stderr, \
         proc.stderr[-2000:]
@@ -166,10 +168,6 @@ ENGINES = {"fsdp": ["--fsdp", "full_shard auto_wrap", "--fsdp_config", str(CONFI
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
-def _torchrun(port: int, script: Path) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", str(script)]
-
-
 def _flags(model: Path, data: Path, out: Path) -> list[str]:
     return ["--model_name_or_path", str(model), "--train_file", str(data), "--validation_file", str(data),
             "--version_2_with_negative", "--max_seq_length", "64", "--doc_stride", "16", "--report_to", "none",
@@ -199,7 +197,7 @@ def sharding_setup(tmp_path_factory):
         if name not in ddp:
             out = root / f"ddp-{name}"
             proc = run_qa([*_flags(model, data, out), *TRAIN, "--save_strategy", "no"],
-                          launcher=_torchrun(29571, REPO / "qa.py"), env=ONE_THREAD)
+                          launcher=torchrun(), env=ONE_THREAD)
             assert proc.returncode == 0, proc.stderr[-3000:]
             ddp[name] = out
         return model, ddp[name]
@@ -208,9 +206,8 @@ def sharding_setup(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine,name,port", [("fsdp", "Bert", 29572), ("fsdp", "Llama", 29573),
-                                              ("zero2", "Llama", 29574), ("zero3", "Llama", 29575)])
-def test_sharded_training_matches_ddp_saves_whole_and_resumes(engine, name, port, sharding_setup, tmp_path):
+@pytest.mark.parametrize("engine,name", [("fsdp", "Bert"), ("fsdp", "Llama"), ("zero2", "Llama"), ("zero3", "Llama")])
+def test_sharded_training_matches_ddp_saves_whole_and_resumes(engine, name, sharding_setup, tmp_path):
     """FSDP2 (FULL_SHARD) and DeepSpeed ZeRO-2/3 over two gloo processes: every step's loss is DDP's (relative
     1e-5: the same sums, reduced in another order); checkpoints are the engine's sharded ones; the final model is
     whole, loads on one device, and one process evaluating it writes the run's evaluation files exactly (the
@@ -227,7 +224,7 @@ def test_sharded_training_matches_ddp_saves_whole_and_resumes(engine, name, port
     model, ddp = reference(name)
     out = tmp_path / "run"
     proc = run_qa([*_flags(model, data, out), *TRAIN, *SAVE_AT_2, *ENGINES[engine]],
-                  launcher=_torchrun(port, SHARDING_LAUNCHER), env=ONE_THREAD)
+                  launcher=torchrun(script=SHARDING_LAUNCHER), env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     layer = {"Bert": "BertLayer", "Llama": "LlamaDecoderLayer"}[name]
@@ -263,7 +260,7 @@ def test_sharded_training_matches_ddp_saves_whole_and_resumes(engine, name, port
     again.mkdir()
     shutil.copytree(checkpoint, again / "checkpoint-2")
     proc = run_qa([*_flags(model, data, again), *TRAIN, *SAVE_AT_2, *ENGINES[engine]],
-                  launcher=_torchrun(port, SHARDING_LAUNCHER), env=ONE_THREAD)
+                  launcher=torchrun(script=SHARDING_LAUNCHER), env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"Resuming from {again / 'checkpoint-2'}" in proc.stdout + proc.stderr
     assert _losses(again) == pytest.approx(losses, rel=1e-5)
@@ -271,3 +268,53 @@ def test_sharded_training_matches_ddp_saves_whole_and_resumes(engine, name, port
     assert first.keys() == resumed.keys()
     worst = max((first[k] - resumed[k]).abs().max().item() for k in first)
     assert worst <= (0.0 if engine == "fsdp" else 1e-4), worst
+
+
+@pytest.mark.slow
+def test_offload_and_checkpointing_leave_every_step_unchanged(sharding_setup, tmp_path):
+    """ZeRO-3 with weights and optimizer states offloaded to CPU memory (configs/ds_zero3_offload.json, DeepSpeed's
+    CPU Adam) and --gradient_checkpointing (activations recomputed in the backward) move memory, not arithmetic:
+    every step's loss is DDP's. FSDP2's own CPU offload cannot run on CPUs (torch pins the offloaded shards in
+    page-locked memory, which needs an accelerator); its log line is checked in the plugin test above."""
+    pytest.importorskip("deepspeed")
+    data, reference = sharding_setup
+    model, ddp = reference("Llama")
+    out = tmp_path / "offload"
+    proc = run_qa([*_flags(model, data, out), *TRAIN, "--save_strategy", "no", "--gradient_checkpointing",
+                   "--deepspeed", str(CONFIGS / "ds_zero3_offload.json")],
+                  launcher=torchrun(script=SHARDING_LAUNCHER), env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ("Engine: DeepSpeed ZeRO-3, optimizer and param offloaded over 2 process(es); memory: gradient "
+            "checkpointing") in proc.stdout + proc.stderr
+    assert _losses(out) == pytest.approx(_losses(ddp), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_bf16_weights_and_gradient_checkpointing_are_in_force(tmp_path, capsys, caplog, monkeypatch):
+    """--torch_dtype bfloat16 loads (and so trains and saves) bf16 weights, --bf16 runs under autocast, and
+    --gradient_checkpointing wraps every decoder layer's training forward in torch's checkpoint: counted here,
+    one call per layer per step (evaluation runs no checkpoint)."""
+    import transformers.modeling_utils
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    model = tiny_models.build_tiny("Llama", tmp_path / "llama")
+    data = squad_file(tmp_path / "d.json")
+    calls = []
+    checkpoint = transformers.modeling_utils.checkpoint
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.modeling_utils, "checkpoint", counted)
+    out = tmp_path / "out"
+    code, err = run_cli([*_flags(model, data, out), "--do_train", "--do_eval", "--max_steps", "3", "--use_cpu",
+                         "true", "--save_strategy", "no", "--bf16", "--torch_dtype", "bfloat16",
+                         "--gradient_checkpointing"], capsys)
+    assert code == 0, err[-3000:]
+    assert ("Engine: one process on cpu; memory: weights in bfloat16, bf16 mixed precision, gradient "
+            "checkpointing") in caplog.text
+    assert len(calls) == AutoConfig.from_pretrained(model).num_hidden_layers * 3
+    assert {t.dtype for t in load_file(out / "model.safetensors").values()} == {torch.bfloat16}
+    assert all(0 < loss < 20 for loss in _losses(out).values())

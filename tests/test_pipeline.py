@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from helpers import REPO, minilm_path, read_json as read, run_qa
+from helpers import REPO, minilm_path, read_json as read, run_qa, torchrun
 from squad_data import contexts_by_id, squad_file
 
 pytestmark = [pytest.mark.slow,
@@ -152,8 +152,7 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
     one = run_qa([*args, "--output_dir", str(tmp_path / "one")], env={"OMP_NUM_THREADS": "1"})
     assert one.returncode == 0, one.stderr[-3000:]
     two = run_qa([*args, "--output_dir", str(tmp_path / "two")],
-                 launcher=[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-                           str(REPO / "qa.py")], env={"OMP_NUM_THREADS": "1"})
+                 launcher=torchrun(), env={"OMP_NUM_THREADS": "1"})
     assert two.returncode == 0, two.stderr[-3000:]
     windows = read(tmp_path / "one" / "eval_results.json")["eval_windows"]
     assert windows % 2 == 1 and windows > 6
