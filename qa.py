@@ -637,6 +637,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 hand_on(trainer, results, reports, arguments, model_args, data_args)
                 draw_pictures(trainer, eval_set)
             results |= finish(trainer, phases, results)
+        leave_process_group(trainer)
         return results
 
 
@@ -743,6 +744,13 @@ def finish(trainer: QuestionAnsweringTrainer, phases: Phases, results: dict[str,
     if trainer.is_world_process_zero():
         print(render_report(results | figures), flush=True)
     return figures
+
+
+def leave_process_group(trainer: QuestionAnsweringTrainer) -> None:
+    """Tear the process group down while the run still holds it, as torch asks: left to the interpreter's exit, a
+    process whose work is done was seen to abort there (SIGABRT, "terminate called without an active exception"
+    under DeepSpeed on gloo), and torchrun then kills the processes still writing the run's files."""
+    trainer.accelerator.end_training()
 
 
 def generation_settings(training_args: Seq2SeqTrainingArguments, data_args: DataTrainingArguments,
