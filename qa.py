@@ -41,7 +41,7 @@ from qakit import plots
 from qakit.batches import QACollator, Seq2SeqCollator
 from qakit.card import card_kwargs, card_sections
 from qakit.checkpoints import describe_best, is_complete, last_complete_checkpoint
-from qakit.engines import check_engine, check_launch
+from qakit.engines import check_engine, check_launch, choose_fsdp_layers
 from qakit.errors import QAConfigError, QAError
 from qakit.family import QAFamily, prepare_model
 from qakit.features import EvalSet, build_features, limit, with_lengths
@@ -658,6 +658,7 @@ def make_trainer(model: torch.nn.Module, tokenizer: Any, family: QAFamily, head:
         processing_class=tokenizer, data_collator=collator, answer_settings=settings,
         answer_questions=answer_questions, head=head,
         generation=generation_settings(training_args, data_args, text_inputs, model, tokenizer) if text_inputs else None)
+    choose_fsdp_layers(trainer)
     check_engine(trainer)  # DDP, FSDP or DeepSpeed, said in the log; never a silent fallback
     if training_args.early_stopping_patience:
         trainer.add_callback(EarlyStoppingCallback(training_args.early_stopping_patience))

@@ -65,14 +65,14 @@ def is_complete(checkpoint: str | os.PathLike, with_optimizer: bool = True) -> b
     if not isinstance(state, dict) or state.get("global_step") != int(match.group(1)):
         return False
     folder = _Folder(path)
-    deepspeed = folder.deepspeed_state()
+    # one RNG file per process that saved; a rerun may use another number of processes
+    rng = [p.name for p in path.glob("rng_state*.pth")] or ["rng_state.pth"]
+    deepspeed = folder.deepspeed_state(processes=len(rng))
     fsdp_shards = folder.sharded("pytorch_model_fsdp_0")  # a model Trainer saves without config or arguments
     weights = folder.weights() or fsdp_shards or deepspeed
     needed = [] if fsdp_shards else ["training_args.bin"]
     optimizer = True
     if with_optimizer:  # not with --save_only_model
-        # one RNG file per process that saved; a rerun may use another number of processes
-        rng = [p.name for p in path.glob("rng_state*.pth")] or ["rng_state.pth"]
         needed += rng if deepspeed else ["scheduler.pt", *rng]  # DeepSpeed keeps its scheduler in its own state
         optimizer = (deepspeed or folder.torch_file("optimizer.pt") or folder.torch_file("optimizer.bin")
                      or folder.sharded("optimizer_0"))
@@ -132,9 +132,9 @@ class _Folder:
         return bool(ends) and all((folder / f).is_file() and (folder / f).stat().st_size >= end
                                   for f, end in ends.items())
 
-    def deepspeed_state(self) -> bool:
+    def deepspeed_state(self, processes: int) -> bool:
         """DeepSpeed's own checkpoint, whole: `latest` names a folder whose torch files are all whole, with an
-        optimizer state per process that saved (as many as the RNG files)."""
+        optimizer state per process that saved."""
         try:
             tag = (self.path / "latest").read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError):
@@ -144,7 +144,6 @@ class _Folder:
             return False
         files = [p for p in folder.iterdir() if p.suffix == ".pt"]
         optimizers = [p for p in files if p.name.endswith("optim_states.pt")]
-        processes = len(list(self.path.glob("rng_state*.pth"))) or 1
         return (len(optimizers) == processes and any(p.name.endswith("model_states.pt") for p in files)
                 and all(p.stat().st_size > 0 and zipfile.is_zipfile(p) for p in files))
 

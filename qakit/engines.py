@@ -77,19 +77,18 @@ def fsdp_layers(model: Any) -> list[str]:
             and not any(sub is embeddings for sub in built[name].modules())]
 
 
-def _choose_fsdp_layers(trainer: Any) -> None:
-    """Fill in the layers to wrap where --fsdp_config names none (transformer_layer_cls_to_wrap)."""
-    plugin = trainer.accelerator.state.fsdp_plugin
-    if getattr(plugin, "transformer_cls_names_to_wrap", True) is None:
-        plugin.transformer_cls_names_to_wrap = fsdp_layers(trainer.model)
+def choose_fsdp_layers(trainer: Any) -> None:
+    """Under FSDP, fill in the layers to wrap where --fsdp_config names none (transformer_layer_cls_to_wrap);
+    before training, which is when accelerate wraps the model."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        plugin = trainer.accelerator.state.fsdp_plugin
+        if plugin.transformer_cls_names_to_wrap is None:
+            plugin.transformer_cls_names_to_wrap = fsdp_layers(trainer.model)
 
 
 def check_engine(trainer: Any) -> str:
     """Log the engine; refuse a run whose engine is not the one asked for."""
-    if getattr(trainer, "is_fsdp_enabled", False):
-        _choose_fsdp_layers(trainer)
     engine = describe(trainer)
-    levers = memory_levers(trainer)
     asked = asked_engine(trainer.args)
     if asked == "fsdp" and not getattr(trainer, "is_fsdp_enabled", False):
         raise QAConfigError(
@@ -101,11 +100,12 @@ def check_engine(trainer: Any) -> str:
                "GPUs" if trainer.args.device.type == "cpu" else "is the launch distributed, and deepspeed installed?")
         raise QAConfigError(f"--deepspeed was given, but this run would train with {engine}: accelerate did not "
                             f"take the DeepSpeed config ({why})")
-    if asked == "deepspeed" and not trainer.args.do_train and not _zero3(trainer):
+    if asked == "deepspeed" and not trainer.args.do_train and trainer.accelerator.state.deepspeed_plugin.zero_stage < 3:
         raise QAConfigError(
             f"--deepspeed {trainer.args.deepspeed}: evaluating or predicting without training needs ZeRO stage 3, "
             "which shards the weights (configs/ds_zero3.json); ZeRO-2 shards only the optimizer state and "
             "gradients, which evaluation has none of. Use a stage-3 config, or drop --deepspeed to evaluate with DDP")
+    levers = memory_levers(trainer)
     logger.info("Engine: %s%s", engine, f"; memory: {', '.join(levers)}" if levers else "")
     return engine
 
@@ -121,7 +121,3 @@ def memory_levers(trainer: Any) -> list[str]:
     if args.gradient_checkpointing and args.do_train:
         levers.append("gradient checkpointing")
     return levers
-
-
-def _zero3(trainer: Any) -> bool:
-    return trainer.accelerator.state.deepspeed_plugin.zero_stage == 3

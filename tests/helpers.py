@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_SQUAD = REPO.parent / "shared" / "data" / "squad"
 SHARED_MISSING = "../shared/data/squad is not here"
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # torchrun's default; the same in the one-process runs they are compared to
 
 
 LEGACY_PYTHON = Path(os.environ.get("QA_V457_VENV", REPO / ".venv-v457")) / "bin" / "python"
@@ -69,6 +70,13 @@ def torchrun(nproc: int = 2, script: Path = REPO / "qa.py") -> list[str]:
     """A torchrun launch of `script` on this machine."""
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
             f"--master_port={free_port()}", str(script)]
+
+
+def tiny_run_flags(model: Path, data: Path) -> list[str]:
+    """The flags of the short multi-process runs: a tiny model trained and evaluated on one small file."""
+    return ["--model_name_or_path", str(model), "--train_file", str(data), "--validation_file", str(data),
+            "--version_2_with_negative", "--max_seq_length", "64", "--doc_stride", "16", "--report_to", "none",
+            "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "3", "--learning_rate", "1e-3"]
 
 
 def run_cli(args: list, capsys: Any) -> tuple[int, str]:

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 import tiny_models
-from helpers import OFFLINE_ENV, REPO, free_port, read_json as read, run_qa, torchrun
+from helpers import OFFLINE_ENV, ONE_THREAD, REPO, free_port, read_json as read, run_qa, tiny_run_flags, torchrun
 from squad_data import squad_file
 
 pytestmark = pytest.mark.slow
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # torchrun's default; the same in the one-process runs they are compared to
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +23,9 @@ def bert(tmp_path_factory) -> Path:
     return tiny_models.build_tiny("Bert", tmp_path_factory.mktemp("models") / "bert")
 
 
-def common(model: Path, data: Path) -> list[str]:
-    return ["--model_name_or_path", str(model), "--train_file", str(data), "--validation_file", str(data),
-            "--version_2_with_negative", "--max_seq_length", "64", "--doc_stride", "16", "--report_to", "none",
-            "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "3", "--learning_rate", "1e-3"]
-
-
 def assert_evaluates_as_one_process(model: Path, data: Path, run_dir: Path, tmp_path: Path) -> None:
     """The trained model evaluated by one process gives the run's evaluation files exactly."""
-    one = run_qa([*common(model, data), "--model_name_or_path", str(run_dir), "--do_eval", "--use_cpu", "true",
+    one = run_qa([*tiny_run_flags(model, data), "--model_name_or_path", str(run_dir), "--do_eval", "--use_cpu", "true",
                   "--output_dir", str(tmp_path / "one"), "--null_score_diff_threshold", "0"],  # as the run had
                  env=ONE_THREAD)
     assert one.returncode == 0, one.stderr[-3000:]
@@ -44,7 +37,7 @@ def test_cpu_processes_train_together_without_use_cpu(bert, tmp_path):
     """torchrun on a machine without GPUs, no --use_cpu: one gloo group, not two runs writing one folder."""
     data = squad_file(tmp_path / "d.json")
     out = tmp_path / "two"
-    proc = run_qa([*common(bert, data), "--do_train", "--do_eval", "--max_steps", "3", "--save_strategy", "no",
+    proc = run_qa([*tiny_run_flags(bert, data), "--do_train", "--do_eval", "--max_steps", "3", "--save_strategy", "no",
                    "--output_dir", str(out)], launcher=torchrun(), env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
@@ -63,7 +56,7 @@ def test_two_nodes_through_the_run_script(bert, tmp_path):
                "NPROC_PER_NODE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "MODEL_PATH": str(bert),
                "SQUAD_PATH": str(data), "OUTPUT_DIR": str(out),
                "HF_DATASETS_CACHE": str(tmp_path / f"cache{rank}")}  # each node its own disk, as on a cluster
-        procs.append(subprocess.Popen(["bash", str(REPO / "run_train_offline.sh"), *common(bert, data)[6:],
+        procs.append(subprocess.Popen(["bash", str(REPO / "run_train_offline.sh"), *tiny_run_flags(bert, data)[6:],
                                        "--max_steps", "3", "--per_device_eval_batch_size", "3"],
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     logs = [p.communicate(timeout=900)[0] for p in procs]
@@ -78,7 +71,7 @@ def test_best_checkpoint_and_early_stopping_under_torchrun(bert, tmp_path):
     learning rate of 0 the F1 never improves and patience 1 stops the run after its second evaluation."""
     data = squad_file(tmp_path / "d.json")
     out = tmp_path / "best"
-    proc = run_qa([*common(bert, data), "--do_train", "--max_steps", "20", "--learning_rate", "0",
+    proc = run_qa([*tiny_run_flags(bert, data), "--do_train", "--max_steps", "20", "--learning_rate", "0",
                    "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
                    "--load_best_model_at_end", "--metric_for_best_model", "f1", "--early_stopping_patience", "1",
                    "--output_dir", str(out)], launcher=torchrun(), env=ONE_THREAD)
@@ -96,7 +89,7 @@ def test_a_dead_rank_stops_the_run_and_the_rerun_resumes(bert, tmp_path):
     files, and the same command afterwards resumes from the last complete checkpoint."""
     data = squad_file(tmp_path / "d.json")
     out = tmp_path / "dead"
-    args = [*common(bert, data), "--do_train", "--max_steps", "40", "--save_strategy", "steps", "--save_steps",
+    args = [*tiny_run_flags(bert, data), "--do_train", "--max_steps", "40", "--save_strategy", "steps", "--save_steps",
             "4", "--output_dir", str(out)]
     proc = subprocess.Popen(torchrun() + args, env={**os.environ, **OFFLINE_ENV, **ONE_THREAD},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -152,13 +145,13 @@ def test_generative_model_trains_and_evaluates_as_one_process(tmp_path):
     gen = ["--max_answer_length", "4", "--generation_num_beams", "2", "--n_best_size", "2", "--max_seq_length", "48",
            "--doc_stride", "8", "--test_file", str(questions), "--do_predict"]
     out = tmp_path / "two"
-    proc = run_qa([*common(t5, data), *gen, "--do_train", "--do_eval", "--max_steps", "2", "--save_strategy", "no",
-                   "--output_dir", str(out)], launcher=torchrun(), env=ONE_THREAD)
+    proc = run_qa([*tiny_run_flags(t5, data), *gen, "--do_train", "--do_eval", "--max_steps", "2", "--save_strategy",
+                   "no", "--output_dir", str(out)], launcher=torchrun(), env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed True" in proc.stdout + proc.stderr
     # progress bars from the main process only (transformers 5 draws one per process loading weights)
     assert proc.stderr.count("Loading weights: 100%") <= 1 and proc.stderr.count("Windows for train: 100%") == 1
-    one = run_qa([*common(t5, data), *gen, "--model_name_or_path", str(out), "--do_eval", "--use_cpu", "true",
+    one = run_qa([*tiny_run_flags(t5, data), *gen, "--model_name_or_path", str(out), "--do_eval", "--use_cpu", "true",
                   "--output_dir", str(tmp_path / "one"), "--null_score_diff_threshold", "0"], env=ONE_THREAD)
     assert one.returncode == 0, one.stderr[-3000:]
     for name in ("eval_predictions", "eval_span_predictions", "predict_predictions"):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import tiny_models
-from helpers import REPO, read_json, run_cli, run_qa, torchrun
+from helpers import ONE_THREAD, REPO, read_json, run_cli, run_qa, tiny_run_flags, torchrun
 from squad_data import squad_file
 
 CONFIGS = REPO / "configs"
@@ -136,7 +136,7 @@ def test_sharding_on_cpu_processes_is_refused_not_run_as_ddp(engine, tmp_path):
     out = tmp_path / "out"
     proc = run_qa(["--model_name_or_path", str(model), "--train_file", str(data), "--version_2_with_negative",
                    "--do_train", "--max_steps", "2", "--max_seq_length", "64", "--doc_stride", "16", "--report_to",
-                   "none", "--output_dir", str(out), *engine], launcher=torchrun(), env={"OMP_NUM_THREADS": "1"})
+                   "none", "--output_dir", str(out), *engine], launcher=torchrun(), env=ONE_THREAD)
     assert proc.returncode != 0
     assert f"{engine[0]} was given, but this run would train with DDP over 2 processes" in proc.stderr, \
         proc.stderr[-2000:]
@@ -165,18 +165,21 @@ SHARDING_LAUNCHER = REPO / "tests" / "sharding_on_cpu.py"
 ENGINES = {"fsdp": ["--fsdp", "full_shard auto_wrap", "--fsdp_config", str(CONFIGS / "fsdp_full_shard.json")],
            "zero2": ["--deepspeed", str(CONFIGS / "ds_zero2.json")],
            "zero3": ["--deepspeed", str(CONFIGS / "ds_zero3.json")]}
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def _flags(model: Path, data: Path, out: Path) -> list[str]:
-    return ["--model_name_or_path", str(model), "--train_file", str(data), "--validation_file", str(data),
-            "--version_2_with_negative", "--max_seq_length", "64", "--doc_stride", "16", "--report_to", "none",
-            "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "3", "--learning_rate", "1e-3",
-            "--output_dir", str(out)]
+    return [*tiny_run_flags(model, data), "--output_dir", str(out)]
 
 
 TRAIN = ["--do_train", "--do_eval", "--max_steps", "4", "--logging_steps", "1"]
 SAVE_AT_2 = ["--save_strategy", "steps", "--save_steps", "2"]
+
+
+def _sharded(args: list[str]) -> str:
+    """qa.py over two CPU processes through the sharding launcher; its log."""
+    proc = run_qa(args, launcher=torchrun(script=SHARDING_LAUNCHER), env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
 
 
 def _losses(out: Path) -> dict[int, float]:
@@ -223,10 +226,7 @@ def test_sharded_training_matches_ddp_saves_whole_and_resumes(engine, name, shar
     data, reference = sharding_setup
     model, ddp = reference(name)
     out = tmp_path / "run"
-    proc = run_qa([*_flags(model, data, out), *TRAIN, *SAVE_AT_2, *ENGINES[engine]],
-                  launcher=torchrun(script=SHARDING_LAUNCHER), env=ONE_THREAD)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    log = proc.stdout + proc.stderr
+    log = _sharded([*_flags(model, data, out), *TRAIN, *SAVE_AT_2, *ENGINES[engine]])
     layer = {"Bert": "BertLayer", "Llama": "LlamaDecoderLayer"}[name]
     said = {"fsdp": f"Engine: FSDP2 (reshard_after_forward=True, wrapping ['{layer}']) over 2 processes",
             "zero2": "Engine: DeepSpeed ZeRO-2 over 2 process(es)",
@@ -259,10 +259,8 @@ def test_sharded_training_matches_ddp_saves_whole_and_resumes(engine, name, shar
     again = tmp_path / "again"
     again.mkdir()
     shutil.copytree(checkpoint, again / "checkpoint-2")
-    proc = run_qa([*_flags(model, data, again), *TRAIN, *SAVE_AT_2, *ENGINES[engine]],
-                  launcher=torchrun(script=SHARDING_LAUNCHER), env=ONE_THREAD)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"Resuming from {again / 'checkpoint-2'}" in proc.stdout + proc.stderr
+    log = _sharded([*_flags(model, data, again), *TRAIN, *SAVE_AT_2, *ENGINES[engine]])
+    assert f"Resuming from {again / 'checkpoint-2'}" in log
     assert _losses(again) == pytest.approx(losses, rel=1e-5)
     first, resumed = load_file(out / "model.safetensors"), load_file(again / "model.safetensors")
     assert first.keys() == resumed.keys()
@@ -280,12 +278,10 @@ def test_offload_and_checkpointing_leave_every_step_unchanged(sharding_setup, tm
     data, reference = sharding_setup
     model, ddp = reference("Llama")
     out = tmp_path / "offload"
-    proc = run_qa([*_flags(model, data, out), *TRAIN, "--save_strategy", "no", "--gradient_checkpointing",
-                   "--deepspeed", str(CONFIGS / "ds_zero3_offload.json")],
-                  launcher=torchrun(script=SHARDING_LAUNCHER), env=ONE_THREAD)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = _sharded([*_flags(model, data, out), *TRAIN, "--save_strategy", "no", "--gradient_checkpointing",
+                    "--deepspeed", str(CONFIGS / "ds_zero3_offload.json")])
     assert ("Engine: DeepSpeed ZeRO-3, optimizer and param offloaded over 2 process(es); memory: gradient "
-            "checkpointing") in proc.stdout + proc.stderr
+            "checkpointing") in log
     assert _losses(out) == pytest.approx(_losses(ddp), rel=1e-5)
 
 
