@@ -10,6 +10,7 @@ Same flags as HF's examples/pytorch/question-answering/run_qa.py. Launch with `p
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import difflib
 import errno
@@ -637,7 +638,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 hand_on(trainer, results, reports, arguments, model_args, data_args)
                 draw_pictures(trainer, eval_set)
             results |= finish(trainer, phases, results)
-        leave_process_group(trainer)
         return results
 
 
@@ -745,13 +745,6 @@ def finish(trainer: QuestionAnsweringTrainer, phases: Phases, results: dict[str,
     if trainer.is_world_process_zero():
         print(render_report(results | figures), flush=True)
     return figures
-
-
-def leave_process_group(trainer: QuestionAnsweringTrainer) -> None:
-    """Tear the process group down while the run still holds it, as torch asks: left to the interpreter's exit, a
-    process whose work is done was seen to abort there (SIGABRT, "terminate called without an active exception"
-    under DeepSpeed on gloo), and torchrun then kills the processes still writing the run's files."""
-    trainer.accelerator.end_training()
 
 
 def generation_settings(training_args: Seq2SeqTrainingArguments, data_args: DataTrainingArguments,
@@ -883,13 +876,33 @@ def answer_questions(trainer: QuestionAnsweringTrainer, data: EvalSet,
 
 def cli(argv: list[str] | None = None) -> None:
     """Known user errors end with one clear line and a non-zero exit, not a traceback."""
+    status = 0
     try:
         main(argv)
     except (squad_v2.SquadFormatError, QAError, OSError, ImportError) as err:  # not bugs: no traceback
         message = " ".join(str(err).split())  # one line, whatever the library's message looked like
         fresh_line = "\n" if sys.stderr.isatty() else ""  # after a progress bar's last, unfinished line
         print(f"{fresh_line}qa.py: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        status = 2
+    if torch.distributed.is_initialized():
+        leave_process_group(status)
+    if status:
+        sys.exit(status)
+
+
+def leave_process_group(status: int) -> None:
+    """End a process of a multi-process run before the interpreter's teardown, which can abort it. torch keeps a
+    gloo group's worker threads alive past destroy_process_group (DDP's reducer still holds the group); a worker
+    that then touches a Python object, as releasing a collective's tensors can, while the interpreter finalizes
+    kills the process (SIGABRT, "terminate called without an active exception": seen in CI after all the work was
+    done), and torchrun then stops the ranks still writing the run's files. So the group is destroyed, the exit
+    handlers run and the output is flushed here, with Python whole, and the process ends with `status`."""
+    torch.distributed.destroy_process_group()
+    atexit._run_exitfuncs()  # what a normal exit runs first: trackers' and libraries' own clean-ups
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

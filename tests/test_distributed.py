@@ -159,3 +159,41 @@ def test_generative_model_trains_and_evaluates_as_one_process(tmp_path):
     assert read(tmp_path / "one" / "eval_null_odds.json") == pytest.approx(read(out / "eval_null_odds.json"), abs=1e-5)
     assert "predict_f1" not in read(out / "predict_results.json")  # nothing to score: the file has no answers
     assert list(read(out / "predict_predictions.json")) == list(read(out / "eval_predictions.json"))
+
+
+ENDING_RANK = """
+import atexit, os, sys
+import torch, torch.distributed as dist
+sys.path.insert(0, sys.argv[1])
+import qa
+
+dist.init_process_group("gloo")
+rank, marker = dist.get_rank(), sys.argv[2]
+model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))  # holds the group past its destruction
+atexit.register(lambda: open(f"{marker}.{rank}", "w").write(f"group left: {not dist.is_initialized()}"))
+held = torch.ones(3)  # a worker that runs the callback below touches Python objects, as releasing tensors does
+work = dist.all_reduce(torch.ones(4_000_000), async_op=True)
+work.get_future().then(lambda done, held=held: held.sum())
+print(f"rank {rank} done", end="")  # no newline: flushed only on the way out
+qa.leave_process_group(int(sys.argv[3]))
+"""
+
+
+@pytest.mark.parametrize("processes,status", [(2, 0), (1, 3)])
+def test_a_rank_ends_before_the_interpreter_teardown(processes, status, tmp_path):
+    """A rank whose gloo worker still holds Python objects: left to the interpreter's teardown it aborts (SIGABRT,
+    "terminate called without an active exception": 3 runs of 3 when the script ends as qa.py used to, with
+    destroy_process_group and a normal exit); through qa.leave_process_group every rank destroys the group, runs its
+    exit handlers, flushes its output and exits with the run's status."""
+    script = tmp_path / "ending_rank.py"
+    script.write_text(ENDING_RANK, encoding="utf-8")
+    marker = tmp_path / "exit-handler"
+    proc = run_qa([str(REPO), str(marker), str(status)], launcher=torchrun(processes, script), env=ONE_THREAD,
+                  timeout=300)
+    assert "terminate called" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == (0 if status == 0 else 1), proc.stderr[-3000:]  # torchrun: 1 for any failed rank
+    for rank in range(processes):
+        assert f"rank {rank} done" in proc.stdout
+        assert Path(f"{marker}.{rank}").read_text() == "group left: True"
+    if status:
+        assert f"exitcode  : {status}" in proc.stderr
