@@ -898,8 +898,7 @@ def leave_process_group(status: int) -> None:
     done), and torchrun then stops the ranks still writing the run's files. So the group is destroyed, the exit
     handlers run and the output is flushed here, with Python whole, and the process ends with `status`."""
     torch.distributed.destroy_process_group()
-    atexit._run_exitfuncs()  # what a normal exit runs first: trackers' and libraries' own clean-ups
-    logging.shutdown()
+    atexit._run_exitfuncs()  # what a normal exit runs first: logging's, trackers' and libraries' own clean-ups
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
