@@ -79,6 +79,16 @@ def tiny_run_flags(model: Path, data: Path) -> list[str]:
             "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "3", "--learning_rate", "1e-3"]
 
 
+def assert_evaluates_as_one_process(run_dir: Path, data: Path, tmp_path: Path) -> None:
+    """The model a multi-process run saved, evaluated by one process, gives the run's evaluation files exactly."""
+    one = run_qa([*tiny_run_flags(run_dir, data), "--do_eval", "--use_cpu", "true", "--output_dir",
+                  str(tmp_path / "one"), "--null_score_diff_threshold", "0"],  # the threshold the run started with
+                 env=ONE_THREAD)
+    assert one.returncode == 0, one.stderr[-3000:]
+    for name in ("eval_predictions", "eval_null_odds", "eval_nbest_predictions"):
+        assert read_json(tmp_path / "one" / f"{name}.json") == read_json(run_dir / f"{name}.json"), name
+
+
 def run_cli(args: list, capsys: Any) -> tuple[int, str]:
     """qa.py's command line in this process (imports are paid once): (exit status, stderr)."""
     import qa

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import tiny_models
-from helpers import OFFLINE_ENV, ONE_THREAD, REPO, free_port, read_json as read, run_qa, tiny_run_flags, torchrun
+from helpers import (OFFLINE_ENV, ONE_THREAD, REPO, assert_evaluates_as_one_process, free_port, read_json as read,
+                     run_qa, tiny_run_flags, torchrun)
 from squad_data import squad_file
 
 pytestmark = pytest.mark.slow
@@ -21,16 +22,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory) -> Path:
     return tiny_models.build_tiny("Bert", tmp_path_factory.mktemp("models") / "bert")
-
-
-def assert_evaluates_as_one_process(model: Path, data: Path, run_dir: Path, tmp_path: Path) -> None:
-    """The trained model evaluated by one process gives the run's evaluation files exactly."""
-    one = run_qa([*tiny_run_flags(model, data), "--model_name_or_path", str(run_dir), "--do_eval", "--use_cpu", "true",
-                  "--output_dir", str(tmp_path / "one"), "--null_score_diff_threshold", "0"],  # as the run had
-                 env=ONE_THREAD)
-    assert one.returncode == 0, one.stderr[-3000:]
-    for name in ("eval_predictions", "eval_null_odds", "eval_nbest_predictions"):
-        assert read(tmp_path / "one" / f"{name}.json") == read(run_dir / f"{name}.json"), name
 
 
 def test_cpu_processes_train_together_without_use_cpu(bert, tmp_path):
@@ -43,7 +34,7 @@ def test_cpu_processes_train_together_without_use_cpu(bert, tmp_path):
     log = proc.stdout + proc.stderr
     assert "distributed True" in log and "distributed False" not in log, log[-3000:]
     assert read(out / "train_results.json")["train_samples"] > 0
-    assert_evaluates_as_one_process(bert, data, out, tmp_path)
+    assert_evaluates_as_one_process(out, data, tmp_path)
 
 
 def test_two_nodes_through_the_run_script(bert, tmp_path):
@@ -63,7 +54,7 @@ def test_two_nodes_through_the_run_script(bert, tmp_path):
     assert [p.returncode for p in procs] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
     assert "Process rank 0 of 2" in logs[0] and "distributed True" in logs[0]
     assert read(out / "eval_results.json")["eval_total"] == 7
-    assert_evaluates_as_one_process(bert, data, out, tmp_path)
+    assert_evaluates_as_one_process(out, data, tmp_path)
 
 
 def test_best_checkpoint_and_early_stopping_under_torchrun(bert, tmp_path):

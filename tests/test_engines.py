@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import tiny_models
-from helpers import ONE_THREAD, REPO, read_json, run_cli, run_qa, tiny_run_flags, torchrun
+from helpers import (ONE_THREAD, REPO, assert_evaluates_as_one_process, read_json, run_cli, run_qa, tiny_run_flags,
+                     torchrun)
 from squad_data import squad_file
 
 CONFIGS = REPO / "configs"
@@ -250,11 +251,7 @@ def test_sharded_training_matches_ddp_saves_whole_and_resumes(engine, name, shar
         sum(p.numel() for p in AutoModelForQuestionAnswering.from_pretrained(model).parameters())
     assert AutoTokenizer.from_pretrained(out).pad_token is not None
 
-    one = run_qa([*_flags(out, data, tmp_path / "one"), "--do_eval", "--use_cpu", "true",
-                  "--null_score_diff_threshold", "0"], env=ONE_THREAD)  # the threshold the run started with
-    assert one.returncode == 0, one.stderr[-3000:]
-    for file in ("eval_predictions", "eval_null_odds", "eval_nbest_predictions"):
-        assert read_json(tmp_path / "one" / f"{file}.json") == read_json(out / f"{file}.json"), file
+    assert_evaluates_as_one_process(out, data, tmp_path)
 
     again = tmp_path / "again"
     again.mkdir()

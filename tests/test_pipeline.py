@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from helpers import REPO, minilm_path, read_json as read, run_qa, torchrun
+from helpers import ONE_THREAD, REPO, minilm_path, read_json as read, run_qa, torchrun
 from squad_data import contexts_by_id, squad_file
 
 pytestmark = [pytest.mark.slow,
@@ -149,10 +149,10 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
     matrix products sum and so the last bits of the logits."""
     data = squad_file(tmp_path / "d.json")
     args = [*COMMON, "--validation_file", str(data), "--do_eval", "--version_2_with_negative"]
-    one = run_qa([*args, "--output_dir", str(tmp_path / "one")], env={"OMP_NUM_THREADS": "1"})
+    one = run_qa([*args, "--output_dir", str(tmp_path / "one")], env=ONE_THREAD)
     assert one.returncode == 0, one.stderr[-3000:]
     two = run_qa([*args, "--output_dir", str(tmp_path / "two")],
-                 launcher=torchrun(), env={"OMP_NUM_THREADS": "1"})
+                 launcher=torchrun(), env=ONE_THREAD)
     assert two.returncode == 0, two.stderr[-3000:]
     windows = read(tmp_path / "one" / "eval_results.json")["eval_windows"]
     assert windows % 2 == 1 and windows > 6
