@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import squad_v2
 from qakit import plots
 
 
@@ -35,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plot_run.py: error: --data_file {args.data_file} is not a file", file=sys.stderr)
         return 2
     try:
-        drawn = plots.draw_all(args.output_dir, args.data_file, args.prefix, args.threshold)
-    except plots.PlotInputError as error:
+        gold = None if args.data_file is None else squad_v2.gold_answers(args.data_file)
+        drawn = plots.draw_all(args.output_dir, args.prefix, args.threshold, gold=gold, source=args.data_file)
+    except (plots.PlotInputError, squad_v2.SquadFormatError) as error:
         print(f"plot_run.py: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     for path in drawn.written:

@@ -25,6 +25,8 @@ import pyarrow as pa
 from datasets.exceptions import FileNotFoundDatasetsError
 from huggingface_hub.errors import LocalEntryNotFoundError
 
+from qakit.errors import QAConfigError, QAError
+
 logger = logging.getLogger(__name__)
 
 FEATURES = datasets.Features(
@@ -54,7 +56,7 @@ _REQUIRED = object()
 Kind = type | tuple[type, ...]
 
 
-class SquadFormatError(ValueError):
+class SquadFormatError(QAError, ValueError):
     """Data that cannot be used as given; the message names the file, the place and the fix."""
 
 
@@ -498,6 +500,58 @@ def load_squad(
         raise SquadFormatError(f"no data given; pass --dataset_name or {FILE_OPTIONS}")
     roles = [role for role in ROLES if role in loaded]
     return datasets.DatasetDict({r: loaded[r][0] for r in roles}), {r: loaded[r][1] for r in roles}
+
+
+def load_questions(data_args: Any, cache_dir: str | None = None,
+                   token: str | bool | None = None) -> tuple[datasets.DatasetDict, dict[str, SquadReport]]:
+    """qa.py's splits: from the hub or local files (checked against --version_2_with_negative), or the
+    questions asked on the command line or in a JSON Lines file (as the test split)."""
+    if data_args.asking:
+        asked, report = read_asked(data_args.question, data_args.context, data_args.questions_file)
+        return datasets.DatasetDict({"test": asked}), {"test": report}
+    columns = {"question": data_args.question_column, "context": data_args.context_column,
+               "answers": data_args.answer_column}
+    raw, reports = load_squad(data_args.dataset_name, data_args.dataset_config_name, data_args.train_file,
+                              data_args.validation_file, data_args.test_file, cache_dir=cache_dir, token=token,
+                              columns=columns)
+    check_answerability(raw, reports, data_args.version_2_with_negative)
+    return raw, reports
+
+
+def read_asked(question: str | None, context: str | None,
+               questions_file: str | None) -> tuple[datasets.Dataset, SquadReport]:
+    """Questions asked ad hoc: one (--question with --context) or a JSON Lines file of them (--questions_file)."""
+    if questions_file and (question or context):
+        raise QAConfigError("ask either one question (--question with --context) or a file of them "
+                            "(--questions_file), not both")
+    if questions_file:
+        return read_records(path=questions_file)
+    if not (question and context):
+        raise QAConfigError("--question needs --context (the text the answer is taken from), and the reverse")
+    return read_records(records=[{"question": question, "context": context}])
+
+
+def check_answerability(raw: datasets.DatasetDict, reports: dict[str, SquadReport],
+                        version_2_with_negative: bool) -> None:
+    """Unanswerable questions need the v2 flag; the reverse only costs a null position."""
+    has_null = {split: sum(raw[split]["is_impossible"]) for split in raw}
+    if not version_2_with_negative and any(has_null.values()):
+        split = next(s for s, n in has_null.items() if n)
+        first = raw[split][list(raw[split]["is_impossible"]).index(True)]["id"]
+        where = ", ".join(f"{reports[s].source} ({s}): {n}" for s, n in has_null.items() if n)
+        raise QAConfigError(f"unanswerable questions in {where}, e.g. id {first}: add --version_2_with_negative")
+    if version_2_with_negative and not any(has_null.values()):
+        logger.warning("--version_2_with_negative is set but no question is unanswerable (SQuAD v1.1 data?)")
+
+
+
+def gold_answers(path: str) -> dict[str, list[str]]:
+    """id -> answer texts ([] = unanswerable) of a data file in any accepted layout; empty when the file has no
+    answers (a test file). Read as "validation", as the run that evaluated it read it."""
+    dataset, report = read_squad_file(str(path), "validation")
+    if not report.has_answers:
+        return {}
+    return {qid: list(answers["text"]) for qid, answers in zip(dataset["id"], dataset["answers"])}
 
 
 def _summary(report: SquadReport, shown: int = 5) -> str:

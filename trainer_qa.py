@@ -1,10 +1,10 @@
-"""A Trainer whose evaluate() and predict() answer questions, not windows.
+"""A Trainer whose evaluations answer questions, not windows.
 
-The trainer does the device side only: `prediction_step` keeps each window's best candidates (spans
-found on the device, or for a generative model its generated answers), the evaluation loop gathers them
-across processes, and `predict_candidates` puts them back in window order. What becomes of them (post-process, score, write) is the `answer_questions`
-function qa.py passes in, so the same steps run for the final evaluation and during training; it reads
-the post-processing flags from `answer_settings`, which the device side uses too.
+The trainer does the device side only: `prediction_step` keeps each window's best candidates (the head's:
+spans found on the device, or a generative model's generated answers), the evaluation loop gathers them
+across processes, and `predict_candidates` puts them back in window order. What becomes of them
+(post-process, score, write) is `utils_qa`'s, called by `qa.py`'s `main()` and, during training, by
+`evaluate()`; both read the post-processing flags from `answer_settings`, which the device side uses too.
 """
 
 from __future__ import annotations
@@ -12,38 +12,37 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-from transformers import Trainer
+from transformers import EarlyStoppingCallback, Trainer
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
-from qakit.checkpoints import whole_run_train_loss
+from qakit.answers import AnswerSettings
+from qakit.checkpoints import describe_best, whole_run_train_loss
+from qakit.engines import check_engine, check_launch, choose_fsdp_layers
+from qakit.family import QAFamily
 from qakit.features import EvalSet
 from qakit.files import atomic_path, write_json
-from qakit.beam import beam_candidates
-from qakit.generative import Generated, GenerationSettings, generated_candidates
-from utils_qa import AnswerSettings, Candidates, QAPredictions, candidates_from_arrays, top_candidates
+from qakit.heads import SpanHead
+from qakit.report import Phases, report_split
+from utils_qa import answer_split
 
-AnswerFn = Callable[["QuestionAnsweringTrainer", EvalSet, str], tuple[dict[str, float], QAPredictions]]
 logger = logging.getLogger(__name__)
 
 
 class QuestionAnsweringTrainer(Trainer):
-    def __init__(self, *args: Any, eval_set: EvalSet | None = None, answer_settings: AnswerSettings | None = None,
-                 answer_questions: AnswerFn | None = None, head: str = "span",
-                 generation: GenerationSettings | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, head: SpanHead, eval_set: EvalSet | None = None,
+                 answer_settings: AnswerSettings | None = None, **kwargs: Any):
         super().__init__(*args, eval_dataset=eval_set.loader_dataset if eval_set else None, **kwargs)
-        self.head = head  # span, beam or generate: see qakit/heads.py
-        self.generation = generation
+        self.head = head  # how the model answers: qakit/heads.py
         self.card_sections = ""  # markdown qa.py adds to the model card (qakit/card.py)
         # the windows carry bookkeeping (context range, null position, window index) the model does not take
         self.args.remove_unused_columns = False
         self.eval_set = eval_set
         self.answer_settings = answer_settings or AnswerSettings()
-        self.answer_questions = answer_questions
 
     # ---- public hooks -----------------------------------------------------------------------
 
@@ -52,19 +51,26 @@ class QuestionAnsweringTrainer(Trainer):
         return super().compute_loss(model, inputs, *args, **kwargs)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """The evaluations during training (--eval_strategy): the evaluation questions answered and scored."""
         if eval_dataset is not None and not isinstance(eval_dataset, EvalSet):
             raise TypeError("QuestionAnsweringTrainer.evaluate takes an EvalSet (questions with their windows)")
-        metrics, _ = self._answer(eval_dataset or self.eval_set, metric_key_prefix)
+        data = eval_dataset or self.eval_set
+        if data is None:
+            raise ValueError("nothing to evaluate: pass --validation_file or --dataset_name with a validation split")
+        return self.announce(answer_split(self, data, metric_key_prefix, self.answer_settings), metric_key_prefix)
+
+    def announce(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
+        """A split's metrics to the log and the callbacks (best model, early stopping, trackers), as
+        Trainer.evaluate and Trainer.predict do."""
         self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        event = self.callback_handler.on_evaluate if prefix == "eval" else self.callback_handler.on_predict
+        self.control = event(self.args, self.state, self.control, metrics)
         return metrics
 
-    def predict(self, test_dataset: EvalSet, ignore_keys=None,
-                metric_key_prefix: str = "predict") -> tuple[QAPredictions, dict[str, float]]:
-        metrics, preds = self._answer(test_dataset, metric_key_prefix)
-        self.log(metrics)
-        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, metrics)
-        return preds, metrics
+    @property
+    def is_sharded(self) -> bool:
+        """Parameters sharded over processes (ZeRO-3, FSDP): every process must step generation in sync."""
+        return is_deepspeed_zero3_enabled() or getattr(self, "is_fsdp_enabled", False)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
         """As Trainer.train, but train_loss is the mean over the whole run, also after a resume (Trainer's
@@ -107,13 +113,6 @@ class QuestionAnsweringTrainer(Trainer):
             with open(os.path.join(self.args.output_dir, "README.md"), "a", encoding="utf-8") as f:
                 f.write("\n" + self.card_sections)
 
-    def _answer(self, data: EvalSet | None, prefix: str) -> tuple[dict[str, float], QAPredictions]:
-        if data is None:
-            raise ValueError("nothing to evaluate: pass --validation_file or --dataset_name with a validation split")
-        if self.answer_questions is None:
-            raise ValueError("QuestionAnsweringTrainer needs answer_questions to turn candidates into answers")
-        return self.answer_questions(self, data, prefix)
-
     # ---- Trainer internals: the same names and signatures in transformers 4.57 and 5.x ------
 
     def _prepare_inputs(self, inputs):
@@ -144,32 +143,17 @@ class QuestionAnsweringTrainer(Trainer):
         meta = inputs.pop("qa_meta")
         for key in ("start_positions", "end_positions", "is_impossible", "labels"):
             inputs.pop(key, None)
-        s = self.answer_settings
         with torch.no_grad(), self.compute_loss_context_manager():
-            if self.head == "generate":  # the unwrapped model generates, as in HF's Seq2SeqTrainer
-                synced = is_deepspeed_zero3_enabled() or getattr(self, "is_fsdp_enabled", False)
-                cand = generated_candidates(self.model, inputs["input_ids"], inputs["attention_mask"],
-                                            self.generation, synced_gpus=synced)
-                return None, (meta["feature_index"], *cand), None
-            out = model(**inputs)
-        if self.head == "beam":
-            cand = beam_candidates(out.start_top_log_probs, out.start_top_index, out.end_top_log_probs,
-                                   out.end_top_index, out.cls_logits, meta["context_start"], meta["context_end"],
-                                   s.n_best_size, s.max_answer_length)
-        else:
-            cand = top_candidates(out.start_logits, out.end_logits, meta["context_start"], meta["context_end"],
-                                  meta["null_index"], s.n_best_size, s.max_answer_length)
+            cand = self.head.device_candidates(self, model, inputs, meta)
         return None, (meta["feature_index"], *cand), None
 
-    def predict_candidates(self, data: EvalSet, prefix: str) -> tuple[Candidates | Generated, dict[str, float]]:
+    def predict_candidates(self, data: EvalSet, prefix: str) -> tuple[tuple[np.ndarray, ...], dict[str, float]]:
         """Every window's candidates in window order, on every process, with the loop's own metrics."""
         loader = self.get_eval_dataloader(data.loader_dataset)
         out = self.evaluation_loop(loader, description=prefix.capitalize(), prediction_loss_only=False,
                                    metric_key_prefix=prefix)
         loop_metrics = {k: v for k, v in out.metrics.items() if not k.endswith("_loss")}
-        arrays = restore_order(out.predictions, len(data.features))
-        return (Generated.from_arrays(arrays) if self.head == "generate" else candidates_from_arrays(arrays)), \
-            loop_metrics
+        return restore_order(out.predictions, len(data.features)), loop_metrics
 
 
 def _read_results(path: str) -> dict[str, Any]:
@@ -218,3 +202,37 @@ def restore_order(gathered: tuple[np.ndarray, ...], n_windows: int) -> tuple[np.
     inverse = np.empty(n_windows, dtype=np.int64)
     inverse[feature_index] = np.arange(n_windows)
     return tuple(np.asarray(a)[inverse] for a in gathered[1:])
+
+
+def build_trainer(model: torch.nn.Module, tokenizer: Any, family: QAFamily, head: SpanHead,
+                  train_features: Any | None, eval_set: EvalSet | None, settings: AnswerSettings, data_args: Any,
+                  training_args: Any) -> QuestionAnsweringTrainer:
+    """The trainer with the batches this head and model family need, on an engine said in the log."""
+    check_launch(training_args)
+    trainer = QuestionAnsweringTrainer(
+        model=model, args=training_args, train_dataset=train_features, eval_set=eval_set, processing_class=tokenizer,
+        data_collator=head.collator(family, data_args), answer_settings=settings, head=head)
+    choose_fsdp_layers(trainer)
+    check_engine(trainer)  # DDP, FSDP or DeepSpeed, said in the log; never a silent fallback
+    if training_args.early_stopping_patience:
+        trainer.add_callback(EarlyStoppingCallback(training_args.early_stopping_patience))
+    return trainer
+
+
+def train(trainer: QuestionAnsweringTrainer, checkpoint: str | None, arguments: list[str],
+          phases: Phases) -> dict[str, float]:
+    """Train (resuming `checkpoint`); keep the model, the metrics, the state and which checkpoint was best."""
+    with phases.time("train"):
+        out = trainer.train(resume_from_checkpoint=checkpoint)
+    with phases.time("write"):
+        if getattr(trainer, "is_fsdp_enabled", False):
+            # with a sharded state dict (fast to resume) save_model writes no model at all, and says nothing:
+            # the final model is gathered whole, so from_pretrained loads it on one device
+            trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+        trainer.save_model()
+        metrics = report_split(trainer, "train", dict(out.metrics, train_samples=len(trainer.train_dataset)))
+        trainer.save_state()
+        if trainer.state.best_model_checkpoint and trainer.is_world_process_zero():
+            write_json(os.path.join(trainer.args.output_dir, "best_checkpoint.json"),
+                       describe_best(trainer.state, trainer.args.metric_for_best_model, arguments))
+    return metrics

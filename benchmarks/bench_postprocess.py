@@ -20,14 +20,16 @@ import torch
 
 from common import minilm, squad_path, timer
 
+import reference
 import squad_v2
-import utils_qa
-from helpers import assert_same_answers
+from helpers import assemble_spans, assert_same_answers
+from qakit import spans
+from qakit.answers import QAPredictions
 from qakit.family import QAFamily
 from qakit.windows import WindowIndex, prepare_eval_features
 
 
-def same(ref: utils_qa.QAPredictions, ours: utils_qa.QAPredictions, nbest: dict) -> bool:
+def same(ref: QAPredictions, ours: QAPredictions, nbest: dict) -> bool:
     try:
         assert_same_answers(ref, ours, nbest)
     except AssertionError:
@@ -52,14 +54,14 @@ def main() -> None:
     args = (batch["id"], batch["context"], windows)
     t: dict[str, float] = {}
     with timer(t, "plain loop"):
-        ref = utils_qa.postprocess_reference(*args, list(start), list(end), context_end.tolist(), null_index.tolist(),
+        ref = reference.postprocess_reference(*args, list(start), list(end), context_end.tolist(), null_index.tolist(),
                                              20, 30, True, 0.0)
     with timer(t, "candidates (CPU)"):
-        cand = utils_qa.top_candidates(torch.from_numpy(start), torch.from_numpy(end), torch.from_numpy(context_start),
+        cand = spans.top_candidates(torch.from_numpy(start), torch.from_numpy(end), torch.from_numpy(context_start),
                                        torch.from_numpy(context_end), torch.from_numpy(null_index), 20, 30)
-        cand = utils_qa.candidates_from_arrays(tuple(c.numpy() for c in cand))
+        cand = spans.candidates_from_arrays(tuple(c.numpy() for c in cand))
     with timer(t, "ours"):
-        ours = utils_qa.postprocess(*args, cand, 20, True, 0.0)
+        ours = assemble_spans(*args, cand, 20, True, 0.0)
     with timer(t, "ours: n-best as dicts"):
         ours_nbest = ours.nbest_dict()
     print(f"{len(feats):,} windows, {len(examples):,} questions, torch threads {torch.get_num_threads()}")

@@ -9,21 +9,15 @@ which pairs starts with other starts' ends). Spans are scored log p_start + log 
 XLNet SQuAD code did with log-softmax.
 
 `beam_candidates` turns one batch of these outputs into the same per-window candidate tuple as
-`utils_qa.top_candidates`, so gathering and `utils_qa.postprocess(..., null_is_odds=True)` take it
-unchanged; `postprocess_beam_reference` is the plain loop the tests hold it to.
+`qakit.spans.top_candidates`, so gathering and the assembly of answers (`qakit.answers`, with the null score as
+the odds) take it unchanged; the tests hold it to a plain loop (`tests/reference.py`).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Sequence
-
-import numpy as np
 import torch
 
-from qakit.alignment import trim
-from qakit.windows import WindowIndex
-from utils_qa import NO_SPAN_ODDS, QAPredictions, _pad_columns, _top_k_stable, _without_gc, add_probabilities
+from qakit.spans import pad_columns, top_k_stable
 
 
 def beam_inputs(context_start: torch.Tensor, context_end: torch.Tensor, null_index: torch.Tensor, length: int,
@@ -75,64 +69,13 @@ def beam_candidates(start_top_log_probs: torch.Tensor, start_top_index: torch.Te
     ok = ((starts >= context_start[:, None, None]) & (ends < context_end[:, None, None]) & (ends >= starts)
           & (ends - starts < max_answer_length) & torch.isfinite(score))
     flat = score.masked_fill(~ok, float("-inf")).reshape(len(score), -1)  # row-major: i-major, then j
-    best, pair = _top_k_stable(flat, n_best)
+    best, pair = top_k_stable(flat, n_best)
     valid = torch.isfinite(best)
     pick = lambda x, pad: x.reshape(len(x), -1).gather(1, pair).masked_fill(~valid, pad)  # noqa: E731
     out = [pick(starts, -1).int(), pick(ends, -1).int(), pick(start_lp, float("-inf")),
            pick(end_lp, float("-inf"))]
-    out = [_pad_columns(t, n_best, -1 if t.dtype == torch.int32 else float("-inf")) for t in out]
+    out = [pad_columns(t, n_best, -1 if t.dtype == torch.int32 else float("-inf")) for t in out]
     null = cls_logits.double()
     bad = (~torch.isfinite(start_top_log_probs).all(1) | ~torch.isfinite(end_top_log_probs).all(1)
            | ~torch.isfinite(null))
     return (*out, null, bad)
-
-
-def _log64_of_32(p: float) -> float:
-    """log p as `beam_candidates` takes it (float64, then float32), for one plain number."""
-    p = float(p)
-    value = math.log(p) if p > 0 else (-math.inf if p == 0 else math.nan)
-    return float(np.float32(value))
-
-
-@_without_gc
-def postprocess_beam_reference(ids: list[str], contexts: list[str], windows: WindowIndex,
-                               start_top_log_probs: Sequence, start_top_index: Sequence,
-                               end_top_log_probs: Sequence, end_top_index: Sequence, cls_logits: Sequence,
-                               context_end: Sequence[int], n_best_size: int, max_answer_length: int,
-                               version_2_with_negative: bool, null_score_diff_threshold: float = 0.0) -> QAPredictions:
-    """The obvious loop over every window, start rank and end rank; the oracle the vectorized path must equal.
-
-    Null odds are the smallest answerability logit over the question's windows; n-best lists hold spans only.
-    """
-    by_example: dict[int, list[int]] = {}
-    for w, e in enumerate(windows.example_index.tolist()):
-        by_example.setdefault(e, []).append(w)
-    preds, best, odds, nbest = {}, {}, {}, {}
-    for e, qid in enumerate(ids):
-        spans, null = [], math.inf
-        for w in by_example.get(e, []):
-            cs, ce = int(windows.context_start[w]), int(context_end[w])
-            char_starts, char_ends = windows.offsets(w)
-            null = min(null, float(cls_logits[w]))
-            n_start = len(start_top_index[w])
-            for i in range(n_start):
-                a, ls = int(start_top_index[w][i]), _log64_of_32(start_top_log_probs[w][i])
-                for j in range(len(end_top_index[w]) // n_start):
-                    k = j * n_start + i  # the (E, S) layout: see the module docstring
-                    b, le = int(end_top_index[w][k]), _log64_of_32(end_top_log_probs[w][k])
-                    if not (cs <= a <= b < ce and b - a + 1 <= max_answer_length and math.isfinite(ls + le)):
-                        continue
-                    spans.append({"offsets": [int(char_starts[a - cs]), int(char_ends[b - cs])],
-                                  "start_logit": ls, "end_logit": le, "score": ls + le})
-        spans = sorted(spans, key=lambda p: -p["score"])[:n_best_size]
-        for p in spans:
-            p["offsets"] = list(trim(contexts[e], *p["offsets"]))
-            p["text"] = contexts[e][p["offsets"][0]:p["offsets"][1]]
-        best[qid] = spans[0]["text"] if spans else ""
-        preds[qid] = best[qid]
-        if version_2_with_negative:
-            odds[qid] = NO_SPAN_ODDS if null == math.inf else null
-            preds[qid] = "" if odds[qid] > null_score_diff_threshold else best[qid]
-        add_probabilities(spans)
-        nbest[qid] = spans
-    return QAPredictions(preds, best, odds, nbest)

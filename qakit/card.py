@@ -53,3 +53,16 @@ def card_sections(results: dict[str, float], sources: dict[str, Any], command: l
         parts.append("## Data\n\n" + "\n".join(data) + "\n")
     parts.append("## Command\n\n```bash\npython qa.py " + shlex.join(command) + "\n```\n")
     return "\n".join(parts)
+
+
+def write_card(trainer: Any, results: dict[str, float], reports: dict, arguments: list[str], model_args: Any,
+               data_args: Any) -> None:
+    """The model card (as HF's run_qa.py writes it, plus our scores, threshold, data and command), pushed to
+    the hub with the model when --push_to_hub is given."""
+    trainer.card_sections = card_sections(results, reports, arguments, trainer.head.name)
+    kwargs = card_kwargs(model_args.model_name_or_path, data_args.dataset_name, data_args.dataset_config_name,
+                         data_args.train_file or data_args.validation_file)
+    if trainer.args.push_to_hub:
+        trainer.push_to_hub(**kwargs)
+    elif trainer.args.should_save:
+        trainer.create_model_card(**kwargs)

@@ -12,12 +12,15 @@ import logging
 import os
 import pickle
 import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import transformers
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from qakit.errors import QAConfigError
 
 logger = logging.getLogger(__name__)
 TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
@@ -168,3 +171,51 @@ def describe_best(state: Any, metric: str, arguments: list[str] | None) -> dict[
     return {"checkpoint": state.best_model_checkpoint, "step": step,
             "metric": metric if metric.startswith("eval_") else f"eval_{metric}", "value": state.best_metric,
             "evaluation": evaluation, "arguments": list(arguments or [])}
+
+
+def find_checkpoint(training_args: Any, overwrite: bool) -> str | None:
+    """HF's habit: resume from the last checkpoint in output_dir unless told to overwrite.
+
+    Overwriting means a fresh start: the earlier run's checkpoints go (a later plain rerun would resume
+    them and replace the new model with the old one), and so do files a killed run left half-written.
+    """
+    out = Path(training_args.output_dir)
+    with training_args.main_process_first(desc="output folder"):  # one process per node changes the folder
+        remove_leftovers(out)
+        if training_args.do_train and overwrite and not training_args.resume_from_checkpoint:
+            remove_checkpoints(out)
+    complete = {"with_optimizer": not training_args.save_only_model}
+    if training_args.resume_from_checkpoint:
+        if not is_complete(training_args.resume_from_checkpoint, **complete):
+            raise QAConfigError(f"--resume_from_checkpoint {training_args.resume_from_checkpoint} is not a complete "
+                                "checkpoint (checkpoint-N with trainer_state.json, weights, optimizer, ...)")
+        return training_args.resume_from_checkpoint
+    if not training_args.do_train or overwrite or not out.is_dir():
+        return None
+    last = last_complete_checkpoint(out, **complete)
+    if last is not None:
+        logger.info("Resuming from %s (pass --overwrite_output_dir to start again)", last)
+        return last
+    leftovers = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    if leftovers:
+        raise QAConfigError(f"output directory {out} is not empty ({', '.join(sorted(leftovers)[:3])} ...) and "
+                            "has no checkpoint to resume from: pass --overwrite_output_dir or choose another --output_dir")
+    return None
+
+
+def remove_leftovers(out: Path) -> None:
+    """Temporary files of an atomic write that a killed run never renamed (`qakit.files`)."""
+    stale = sorted(out.glob(".tmp-*")) if out.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        logger.info("Removed %d unfinished file(s) of an earlier run from %s", len(stale), out)
+
+
+def remove_checkpoints(out: Path) -> None:
+    old = sorted(p for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir()) if out.is_dir() else []
+    if old:
+        logger.warning("--overwrite_output_dir: removing %d checkpoint(s) of the earlier run in %s (%s)", len(old),
+                       out, ", ".join(p.name for p in old))
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)

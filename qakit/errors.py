@@ -1,4 +1,4 @@
-"""Errors the tool reports as one clear line (qa.py's `cli`), never as a traceback."""
+"""Errors the tool reports as one clear line (`qakit.launch.run`), never as a traceback."""
 
 
 class QAError(Exception):

@@ -137,3 +137,35 @@ def shared_strings(ds: datasets.Dataset, column: str, batch_size: int = 1000) ->
     for batch in ds.select_columns([column]).iter(batch_size=batch_size):
         values += [seen.setdefault(v, v) for v in batch[column]]
     return values
+
+
+class SplitWindows:
+    """Each split's windows, made (or read from the cache) when first asked for, in the run's `windows` time."""
+
+    def __init__(self, raw: datasets.DatasetDict, family: QAFamily, text_inputs: generative.TextInputs | None,
+                 data_args: Any, training_args: Any, cache_dir: str | None, phases: Any):
+        self.raw, self.family, self.text_inputs, self.phases = raw, family, text_inputs, phases
+        self.data_args, self.training_args = data_args, training_args
+        self.cache_dir = os.path.join(cache_dir or datasets.config.HF_DATASETS_CACHE, "qa_features")
+
+    def _make(self, split: str, n: int | None) -> tuple[datasets.Dataset, datasets.Dataset]:
+        if split not in self.raw:
+            flag = {"train": "--do_train", "validation": "--do_eval", "test": "--do_predict"}[split]
+            raise QAConfigError(f"{flag} needs a {split} split: pass --{split}_file or a --dataset_name that has one")
+        examples, d = limit(self.raw[split], n), self.data_args
+        with self.phases.time("windows"):
+            features = build_features(examples, split, self.family, d.max_seq_length, d.doc_stride, self.cache_dir,
+                                      self.training_args.main_process_first, overwrite_cache=d.overwrite_cache,
+                                      num_proc=d.preprocessing_num_workers, text_inputs=self.text_inputs)
+        return examples, features
+
+    def training(self) -> datasets.Dataset:
+        """The training windows, with the lengths the length-grouped sampler reads."""
+        features = self._make("train", self.data_args.max_train_samples)[1]
+        return with_lengths(features, self.training_args.length_column_name)
+
+    def evaluation(self) -> EvalSet:
+        return EvalSet(*self._make("validation", self.data_args.max_eval_samples))
+
+    def test(self, has_answers: bool) -> EvalSet:
+        return EvalSet(*self._make("test", self.data_args.max_predict_samples), has_answers=has_answers)

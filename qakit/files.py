@@ -1,12 +1,16 @@
-"""Output files written whole or not at all: a crash or a full disk never leaves half a file behind."""
+"""Output files written whole or not at all: a crash or a full disk never leaves half a file behind, and a full
+disk is one line naming the folder."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TextIO
+
+from qakit.errors import QAConfigError
 
 
 @contextmanager
@@ -35,3 +39,20 @@ def write_atomic(path: str, write: Callable[[TextIO], Any]) -> None:
 def write_json(path: str, obj: Any, indent: int | None = 2, sort_keys: bool = False) -> None:
     """A JSON file, atomically, keeping non-ASCII text readable."""
     write_atomic(path, lambda f: f.write(json.dumps(obj, indent=indent, ensure_ascii=False, sort_keys=sort_keys)))
+
+
+@contextmanager
+def disk_errors(output_dir: str):
+    """A full disk anywhere in saving is one clear line naming the folder, whatever library was writing."""
+    try:
+        yield
+    except Exception as err:
+        text = str(err)
+        full = (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left on device" in text \
+            or "StorageFull" in text
+        if not full:
+            raise
+        where = getattr(err, "filename", None) or output_dir
+        raise QAConfigError(f"no space left on the device holding {where} (--output_dir {output_dir}): free space "
+                            "there or choose another --output_dir; a rerun resumes from the last complete checkpoint"
+                            ) from err

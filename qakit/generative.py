@@ -20,13 +20,11 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
+from qakit.answers import CandidateRows
 from qakit.errors import QAConfigError
 from qakit.family import QAFamily
 from qakit.template import probe_single
 from qakit.windows import WindowIndex, context_windows
-from utils_qa import NO_SPAN_ODDS, QAPredictions, add_probabilities, insert_null
-
-NO_ANSWER_ODDS = NO_SPAN_ODDS  # null odds of a question for which no window wrote a non-empty answer
 
 
 def source_text(question: str, context: str) -> tuple[str, int, int, int]:
@@ -207,45 +205,62 @@ def decode_answers(tokenizer: Any, tokens: np.ndarray) -> list[str]:
                                                      skip_special_tokens=True)]
 
 
-def _offsets(context: str, text: str, window: tuple[int, int]) -> list[int] | None:
-    """Where the answer appears in its window's part of the context, if it does (it need not)."""
+def _offsets(context: str, text: str, window: tuple[int, int]) -> tuple[int, int]:
+    """Where the answer appears in its window's part of the context, if it does (it need not): (-1, -1)."""
     at = context.find(text, *window)
-    return [at, at + len(text)] if at >= 0 else None
+    return (at, at + len(text)) if at >= 0 else (-1, -1)
 
 
-def postprocess_generated(ids: list[str], contexts: list[str], windows: WindowIndex, gen: Generated, tokenizer: Any,
-                          n_best_size: int, version_2_with_negative: bool,
-                          null_score_diff_threshold: float = 0.0) -> QAPredictions:
-    """Per question: its windows' answers ranked by score (one entry per distinct text, ties to the earlier
-    window and beam), the empty answer scored from the window most sure there is an answer (the minimum,
-    as for span heads), and the same predictions, null odds and n-best lists a span head gives."""
+def generated_rows(contexts: list[str], windows: WindowIndex, gen: Generated, tokenizer: Any) -> CandidateRows:
+    """Every window's generated answers as rows for the assembly of answers (`qakit.answers`): non-empty,
+    finite, and one row per distinct text of a question (its best score; ties to the earlier window and beam,
+    and the text ranks among equal scores where it first appeared). The null score is the empty answer's."""
     texts = decode_answers(tokenizer, gen.tokens)
     r = gen.scores.shape[1]
-    by_question: dict[int, list[int]] = {}
+    found: dict[tuple[int, str], int] = {}  # (question, text) -> its row
+    first_seen: dict[tuple[int, str], int] = {}
+    rows: list[tuple[int, float, str]] = []
     for w, e in enumerate(windows.example_index.tolist()):
-        by_question.setdefault(e, []).append(w)
-    preds, best, odds, nbest = {}, {}, {}, {}
-    for e, qid in enumerate(ids):
-        found: dict[str, tuple[float, int]] = {}
-        for w in by_question.get(e, []):
-            for k in range(r):
-                text, score = texts[w * r + k], float(gen.scores[w, k])
-                if text and math.isfinite(score) and (text not in found or score > found[text][0]):
-                    found[text] = (score, w)
-        ranked = sorted(found.items(), key=lambda item: -item[1][0])[:n_best_size]
-        entries = []
-        for text, (score, w) in ranked:
-            starts, ends = windows.offsets(w)
-            span = (int(starts[0]), int(ends[-1])) if len(starts) else (0, 0)
-            entries.append({"text": text, "offsets": _offsets(contexts[e], text, span), "score": score})
-        best[qid] = entries[0]["text"] if entries else ""
-        if version_2_with_negative:
-            null = min(float(gen.null_score[w]) for w in by_question[e])
-            insert_null(entries, {"text": "", "offsets": [0, 0], "score": null})
-            odds[qid] = null - ranked[0][1][0] if ranked else NO_ANSWER_ODDS
-            preds[qid] = "" if odds[qid] > null_score_diff_threshold else best[qid]
-        else:
-            preds[qid] = best[qid]
-        add_probabilities(entries)
-        nbest[qid] = entries
-    return QAPredictions(preds, best, odds, nbest)
+        for k in range(r):
+            text, score = texts[w * r + k], float(gen.scores[w, k])
+            if not (text and math.isfinite(score)):
+                continue
+            key = (e, text)
+            first_seen.setdefault(key, w * r + k)
+            if key not in found or score > rows[found[key]][1]:
+                found[key] = len(rows)
+                rows.append((w, score, text))
+    kept = sorted(found.values())
+    window = np.array([rows[i][0] for i in kept], dtype=np.int64)
+    picked = [rows[i][2] for i in kept]
+    spans = [_window_span(windows, w) for w in window.tolist()]
+    offsets = np.array([_offsets(contexts[e], t, s) for e, t, s in
+                        zip(windows.example_index[window].tolist(), picked, spans)], dtype=np.int64).reshape(-1, 2)
+    tie = np.array([first_seen[(e, t)] for e, t in zip(windows.example_index[window].tolist(), picked)],
+                   dtype=np.int64)
+    return CandidateRows(window=window, score=np.array([rows[i][1] for i in kept], dtype=np.float64),
+                         null_score=gen.null_score, texts=picked, char_start=offsets[:, 0], char_end=offsets[:, 1],
+                         tie=tie)
+
+
+def _window_span(windows: WindowIndex, w: int) -> tuple[int, int]:
+    """The characters a window's context tokens cover."""
+    starts, ends = windows.offsets(w)
+    return (int(starts[0]), int(ends[-1])) if len(starts) else (0, 0)
+
+
+def generation_settings(training_args: Any, data_args: Any, text_inputs: TextInputs, model: Any,
+                        tokenizer: Any) -> GenerationSettings:
+    """HF's precedence: --generation_num_beams, else the checkpoint's generation config's num_beams; answer
+    length --generation_max_length, else --val_max_answer_length, else --max_answer_length (in new tokens:
+    HF's max_length also counts the decoder's start token)."""
+    if training_args.generation_config is not None:
+        raise QAConfigError("--generation_config is not supported: answers are generated with --generation_num_beams "
+                            "and --generation_max_length (the checkpoint's own generation config does the rest)")
+    own = getattr(getattr(model, "generation_config", None), "num_beams", None)
+    beams = training_args.generation_num_beams or own or 1
+    if beams < 1:
+        raise QAConfigError(f"--generation_num_beams must be at least 1 (got {beams})")
+    length = training_args.generation_max_length or data_args.val_max_answer_length or data_args.max_answer_length
+    return GenerationSettings(num_beams=beams, num_return=min(data_args.n_best_size, beams), max_new_tokens=length,
+                              empty_answer=text_inputs.empty_answer, eos_token_id=tokenizer.eos_token_id)

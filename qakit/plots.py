@@ -2,9 +2,9 @@
 
 matplotlib is optional: this module imports without it, and drawing without it raises MatplotlibMissing
 (an ImportError whose message says `pip install matplotlib`), which `draw_all`/`draw_run` turn into a
-skipped entry. Figures are drawn on the Agg canvas without pyplot, so no global backend is switched and
-nothing is shown. The numbers come from our scorer (metrics/squad_v2/compute_score.py), imported only
-where needed: compute_score.py itself imports this module to draw, as a script from any directory.
+skipped entry. Figures are drawn on the Agg canvas without pyplot (`metrics/squad_v2/pictures.py`, which
+also draws the official scorer's own pictures), so no global backend is switched and nothing is shown. The
+numbers come from our scorer (metrics/squad_v2/compute_score.py).
 """
 
 from __future__ import annotations
@@ -17,28 +17,14 @@ from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from qakit.files import atomic_path
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-    from metrics.squad_v2.compute_score import PrecisionRecall
+from metrics.squad_v2 import compute_score, squad_common
+from metrics.squad_v2.pictures import INSTALL_HINT, draw_pr_images, matplotlib_missing, new_figure, save_png
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "pictures need matplotlib, which is not installed: pip install matplotlib"
-PR_TITLES = {  # the official evaluate-v2.0.py's titles
-    "pr_exact": "Precision-Recall curve for Exact Match score",
-    "pr_f1": "Precision-Recall curve for F1 score",
-    "pr_oracle": "Oracle Precision-Recall curve (binary task of HasAns vs. NoAns)",
-}
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
-
-
-class MatplotlibMissing(ImportError):
-    """Raised by the drawing functions so a caller can skip the pictures, never the run."""
 
 
 class PlotInputError(ValueError):
@@ -52,85 +38,6 @@ class Drawn:
     written: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-# --- drawing primitives -------------------------------------------------------------------------------------
-
-
-def _figure(width: float = 6.4, height: float = 4.8) -> Figure:
-    """A figure on its own Agg canvas (pyplot would switch the process-wide backend)."""
-    try:
-        import matplotlib  # noqa: F401  first: a cached matplotlib.figure must not hide a missing matplotlib
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise MatplotlibMissing(INSTALL_HINT) from error
-    figure = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def matplotlib_missing() -> str | None:
-    """The install hint when pictures cannot be drawn here, else None."""
-    try:
-        _figure()
-    except MatplotlibMissing as error:
-        return str(error)
-    return None
-
-
-def _save(figure: Figure, path: str | Path) -> Path:
-    """Write whole or not at all, creating the folder, as every output of a run."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    with atomic_path(str(path)) as tmp:
-        figure.savefig(tmp, format="png")
-    return path
-
-
-def draw_precision_recall(path: str | Path, curve: PrecisionRecall, title: str) -> Path:
-    """The official step curve of precision against recall, its average precision in the title."""
-    figure = _figure()
-    ax = figure.add_subplot()
-    ax.step(curve.recalls, curve.precisions, color="b", alpha=0.2, where="post")
-    ax.fill_between(curve.recalls, curve.precisions, step="post", alpha=0.2, color="b")
-    ax.set(xlabel="Recall", ylabel="Precision", xlim=(0.0, 1.05), ylim=(0.0, 1.05))
-    ax.set_title(f"{title}\naverage precision {100.0 * curve.average_precision:.2f}", fontsize=10)
-    return _save(figure, path)
-
-
-def draw_pr_images(image_dir: str | Path, curves: Mapping[str, PrecisionRecall], prefix: str = "") -> list[Path]:
-    """pr_exact.png, pr_f1.png, pr_oracle.png (each name after `prefix`) from precision_recall_analysis."""
-    return [draw_precision_recall(Path(image_dir) / f"{prefix}{name}.png", curve, PR_TITLES.get(name, name))
-            for name, curve in curves.items()]
-
-
-def _histogram_range(values: Sequence[float]) -> tuple[float, float]:
-    """(0, 1) for probabilities, as the official script; the data's own span for null odds, which are not."""
-    low, high = min(values), max(values)
-    if 0.0 <= low and high <= 1.0:
-        return 0.0, 1.0
-    return (low - 0.5, high + 0.5) if low == high else (low, high)
-
-
-def draw_na_prob_histograms(image_dir: str | Path, na_probs: Mapping[str, float],
-                            has_answer: Mapping[str, bool]) -> list[Path]:
-    """na_prob_hist_hasAns.png and na_prob_hist_noAns.png: share of each group per no-answer value, 20 bins,
-    one range for both so they compare; a group without questions gets no picture (as the official)."""
-    value_range = _histogram_range(list(na_probs.values())) if na_probs else (0.0, 1.0)
-    written = []
-    for name, answerable in (("hasAns", True), ("noAns", False)):
-        values = [na_probs[qid] for qid in na_probs if has_answer[qid] is answerable]
-        if not values:
-            continue
-        figure = _figure()
-        ax = figure.add_subplot()
-        ax.hist(values, weights=[1.0 / len(values)] * len(values), bins=20, range=value_range)
-        ax.set(xlabel="Model probability of no-answer (--na-prob-file value)", ylabel="Proportion of dataset",
-               title=f"Histogram of no-answer probability: {name}")
-        written.append(_save(figure, Path(image_dir) / f"na_prob_hist_{name}.png"))
-    return written
 
 
 # --- the null threshold -------------------------------------------------------------------------------------
@@ -175,8 +82,6 @@ def threshold_sweep(gold: Mapping[str, list[str]], spans: Mapping[str, str],
     sums are those of the scorer's best-threshold search, so the curve's best point is its best_f1 to the
     last digit. Raises the scorer's ScoreInputError (a ValueError) on a missing id or a non-finite value.
     """
-    from metrics.squad_v2 import compute_score
-
     summary = compute_score.score_v2(dict(gold), dict(spans), dict(null_odds))
     exact, f1 = compute_score.raw_scores(gold, spans)
     has_answer = {qid: bool(answers) for qid, answers in gold.items()}
@@ -203,7 +108,7 @@ def threshold_sweep(gold: Mapping[str, list[str]], spans: Mapping[str, str],
 def draw_threshold_sweep(path: str | Path, sweep: ThresholdSweep, used: float | None = None,
                          title: str = "Exact and F1 against the null threshold") -> Path:
     """Both curves as steps over the real null odds, the threshold used and the best F1 one marked."""
-    figure = _figure(7.2, 4.8)
+    figure = new_figure(7.2, 4.8)
     ax = figure.add_subplot()
     best = sweep.best_f1_reached_at()
     marks = ([] if best is None else [best]) + ([used] if used is not None else [])
@@ -227,7 +132,7 @@ def draw_threshold_sweep(path: str | Path, sweep: ThresholdSweep, used: float | 
            ylabel="score (%)", xlim=(xs[0], xs[-1]), title=title)
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 # --- training curves ----------------------------------------------------------------------------------------
@@ -259,7 +164,7 @@ def _is_number(value: Any) -> bool:
 def draw_training_loss(path: str | Path, series: Series) -> Path:
     """Training loss (and evaluation loss when logged) over steps, the learning rate below it."""
     lr = series.get("learning_rate")
-    figure = _figure(6.4, 6.4 if lr else 4.8)
+    figure = new_figure(6.4, 6.4 if lr else 4.8)
     axes = figure.subplots(2, 1, sharex=True) if lr else [figure.add_subplot()]
     for key, label in (("loss", "training loss"), ("eval_loss", "evaluation loss")):
         if key in series:
@@ -273,12 +178,12 @@ def draw_training_loss(path: str | Path, series: Series) -> Path:
     axes[-1].set(xlabel="step")
     for ax in axes:
         ax.grid(alpha=0.3)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def draw_training_eval(path: str | Path, series: Series) -> Path:
     """Evaluation F1 and exact match over steps (a point per evaluation)."""
-    figure = _figure()
+    figure = new_figure()
     ax = figure.add_subplot()
     for key, label in (("eval_f1", "F1"), *((k, "exact") for k in _EXACT_KEYS), ("eval_best_f1", "best F1")):
         if key in series:
@@ -286,7 +191,7 @@ def draw_training_eval(path: str | Path, series: Series) -> Path:
     ax.set(xlabel="step", ylabel="score (%)", title="Evaluation during training")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 # --- a run folder -------------------------------------------------------------------------------------------
@@ -401,19 +306,6 @@ def _threshold_used(out: Path, prefix: str, spans: Mapping[str, str], odds: Mapp
     return inferred
 
 
-def _gold_from_file(data_file: str | Path) -> dict[str, list[str]] | None:
-    """id -> answer texts with the pipeline's loader; None when the file has no answers (a test file)."""
-    import squad_v2  # the repo's loader (needs `datasets`): only here, so the drawing works from metrics/
-
-    try:
-        dataset, report = squad_v2.read_squad_file(str(data_file), "validation")
-    except squad_v2.SquadFormatError as error:
-        raise PlotInputError(str(error)) from error
-    if not report.has_answers:
-        return None
-    return {qid: list(answers["text"]) for qid, answers in zip(dataset["id"], dataset["answers"])}
-
-
 def _gold_for(gold: Mapping[str, list[str]], odds: Mapping[str, float], source: str) -> dict[str, list[str]]:
     """The gold answers of the questions the run evaluated (a --max_eval_samples run scores a subset)."""
     unknown = [qid for qid in odds if qid not in gold]
@@ -424,23 +316,19 @@ def _gold_for(gold: Mapping[str, list[str]], odds: Mapping[str, float], source: 
     return {qid: list(gold[qid]) for qid in odds}
 
 
-def _null_pictures(out: Path, prefix: str, drawn: Drawn, data_file: str | Path | None = None,
-                   gold: Mapping[str, list[str]] | None = None, threshold: float | None = None) -> None:
+def _null_pictures(out: Path, prefix: str, drawn: Drawn, gold: Mapping[str, list[str]] | None = None,
+                   threshold: float | None = None, source: str = "the gold answers given") -> None:
     """`<prefix>_f1_vs_threshold.png` and `<prefix>_pr_{exact,f1,oracle}.png` of a SQuAD v2 evaluation."""
-    from metrics.squad_v2 import compute_score, squad_common
-
     names = f"{prefix}_f1_vs_threshold.png, {prefix}_pr_*.png"
     odds_path = out / f"{prefix}_null_odds.json"
     if not odds_path.is_file():
         drawn.skipped.append(f"{names}: no {odds_path.name} (not a SQuAD v2 run, or no {prefix} split)")
         return
-    if gold is None and data_file is None:
+    if gold is None:
         drawn.skipped.append(f"{names}: the gold answers are needed (pass --data_file, the file evaluated)")
         return
-    source = str(data_file) if gold is None else "the gold answers given"
-    gold = _gold_from_file(data_file) if gold is None else gold
-    if gold is None:
-        drawn.skipped.append(f"{names}: {data_file} has no answers to score against")
+    if not gold:
+        drawn.skipped.append(f"{names}: {source} has no answers to score against")
         return
     odds = _id_map(odds_path, (int, float), "numbers (null score minus best span score)")
     if not odds:
@@ -465,11 +353,12 @@ def _null_pictures(out: Path, prefix: str, drawn: Drawn, data_file: str | Path |
         drawn.skipped.append(f"{prefix}_pr_*.png: no answerable question, so no precision-recall")
 
 
-def draw_all(output_dir: str | Path, data_file: str | Path | None = None, prefix: str = "eval",
-             threshold: float | None = None, *, gold: Mapping[str, list[str]] | None = None) -> Drawn:
+def draw_all(output_dir: str | Path, prefix: str = "eval", threshold: float | None = None, *,
+             gold: Mapping[str, list[str]] | None = None, source: str = "the gold answers given") -> Drawn:
     """Every picture a run folder allows, with what was skipped and why; PlotInputError for a broken file.
 
-    gold (id -> answer texts, [] = unanswerable) may replace data_file, e.g. for a hub dataset.
+    gold: id -> answer texts ([] = unanswerable) of the questions evaluated (`squad_v2.gold_answers` reads a
+    data file's; empty: the file has none), named `source` in messages.
     """
     out, drawn = Path(output_dir), Drawn()
     hint = matplotlib_missing()
@@ -477,15 +366,15 @@ def draw_all(output_dir: str | Path, data_file: str | Path | None = None, prefix
         drawn.skipped.append(f"all pictures: {hint}")
         return drawn
     _training_pictures(out, drawn)
-    _null_pictures(out, prefix, drawn, data_file, gold, threshold)
+    _null_pictures(out, prefix, drawn, gold, threshold, source)
     return drawn
 
 
-def draw_run(output_dir: str | Path, data_file: str | Path | None = None, prefix: str = "eval",
-             threshold: float | None = None, *, gold: Mapping[str, list[str]] | None = None) -> list[Path]:
+def draw_run(output_dir: str | Path, prefix: str = "eval", threshold: float | None = None, *,
+             gold: Mapping[str, list[str]] | None = None, source: str = "the gold answers given") -> list[Path]:
     """`draw_all` for the end of a run: the paths written; what was skipped goes to the log, not an error
     (a warning only for a missing matplotlib: the other skips are what the run did not produce)."""
-    drawn = draw_all(output_dir, data_file, prefix, threshold, gold=gold)
+    drawn = draw_all(output_dir, prefix, threshold, gold=gold, source=source)
     for path in drawn.written:
         logger.info("Picture written: %s", path)
     for note in drawn.notes:
@@ -493,3 +382,16 @@ def draw_run(output_dir: str | Path, data_file: str | Path | None = None, prefix
     for reason in drawn.skipped:
         logger.log(logging.WARNING if INSTALL_HINT in reason else logging.INFO, "Picture skipped: %s", reason)
     return drawn.written
+
+
+def draw_run_pictures(trainer: Any, eval_set: Any | None) -> None:
+    """The run's PNGs (README: What you get). Optional: without matplotlib it is one log line, never an error."""
+    if not (trainer.args.should_save and trainer.is_world_process_zero()):
+        return
+    gold = None
+    if eval_set is not None and eval_set.has_answers:
+        gold = {qid: list(a["text"]) for qid, a in zip(eval_set.ids, eval_set.examples["answers"])}
+    try:
+        draw_run(trainer.args.output_dir, prefix="eval", gold=gold)
+    except (PlotInputError, OSError) as err:
+        logger.warning("pictures not drawn: %s", err)

@@ -9,7 +9,7 @@ import resource
 import sys
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -95,3 +95,19 @@ def render(results: dict) -> str:
     width = max(len(label) for label, _ in rows)
     lines = ["Run report"] + [f"  {label:<{width}}  {value}".rstrip() for label, value in rows]
     return "\n".join(lines)
+
+
+def report_split(trainer: Any, split: str, metrics: dict[str, float]) -> dict[str, float]:
+    """Print a split's metrics and keep them in `<split>_results.json` and `all_results.json`."""
+    trainer.log_metrics(split, metrics)
+    trainer.save_metrics(split, metrics)
+    return metrics
+
+
+def finish(trainer: Any, phases: Phases, results: dict[str, float]) -> dict[str, float]:
+    """The run's own figures (time per phase, peak memory) into all_results.json, and the report table."""
+    figures = phases.figures()
+    trainer.save_metrics("run", figures)
+    if trainer.is_world_process_zero():
+        print(render(results | figures), flush=True)
+    return figures

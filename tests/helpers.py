@@ -165,3 +165,13 @@ def truncation_losses(ds, family, max_seq_length: int, doc_stride: int) -> tuple
             if starts and starts[0] <= a["answer_start"][0] and a["answer_start"][0] + len(a["text"][0]) <= ends[-1]:
                 held.add(lo + i)
     return truncated, len(ds) - len(held)
+
+
+def assemble_spans(ids: list[str], contexts: list[str], windows: Any, cand: Any, n_best: int, v2: bool,
+                   threshold: float = 0.0, block: int | None = None, null_is_odds: bool = False) -> Any:
+    """The tool's answers from span (or beam) candidates: their rows through the one assembly."""
+    from qakit.answers import QUESTION_BLOCK, AnswerSettings, assemble
+    from qakit.spans import span_rows
+
+    return assemble(ids, contexts, windows, span_rows(cand, null_is_odds), AnswerSettings(n_best, 30, v2, threshold),
+                    block or QUESTION_BLOCK)

@@ -40,9 +40,10 @@ def _deepspeed_over_gloo(self, cpu: bool = False, sagemaker_dp=False, backend=No
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import qa
+    from qakit import launch
 
     AcceleratorState.__init__ = _keep_fsdp_on_cpu
     PartialState._prepare_backend = _deepspeed_over_gloo
     if "--deepspeed" in sys.argv:
-        qa.train_together_on_cpu = lambda: None  # accelerate's CPU mode is the one that leaves DeepSpeed out
+        launch.train_together_on_cpu = lambda: None  # accelerate's CPU mode is the one that leaves DeepSpeed out
     qa.cli(sys.argv[1:])

@@ -10,10 +10,11 @@ import pyarrow as pa
 import pytest
 import torch
 
-import utils_qa
-from helpers import assert_same_answers, eval_features
+from helpers import assemble_spans, assert_same_answers, eval_features
+from qakit import spans
 from qakit import windows as qa_windows
-from qakit.beam import beam_candidates, beam_inputs, postprocess_beam_reference
+from qakit.beam import beam_candidates, beam_inputs
+from reference import postprocess_beam_reference
 
 NEG = float("-inf")
 
@@ -190,8 +191,8 @@ def test_answers_hand_worked_two_windows():
         if reference:
             return postprocess_beam_reference(["q"], [context], windows, *arrays, [4, 3], 3, 30, True, threshold)
         cand = beam_candidates(*map(torch.tensor, arrays), torch.tensor([1, 1]), torch.tensor([4, 3]), 3, 30)
-        cand = utils_qa.candidates_from_arrays(tuple(c.numpy() for c in cand))
-        return utils_qa.postprocess(["q"], [context], windows, cand, 3, True, threshold, null_is_odds=True)
+        cand = spans.candidates_from_arrays(tuple(c.numpy() for c in cand))
+        return assemble_spans(["q"], [context], windows, cand, 3, True, threshold, null_is_odds=True)
 
     for reference in (True, False):
         got = answers(0.0, reference)
@@ -245,10 +246,10 @@ def test_postprocess_beam_equals_plain_loop(family, sample, seed, ties, n_start,
     cs, ce = torch.tensor(feats["context_start"]), torch.tensor(feats["context_end"])
     batches = [beam_candidates(*(torch.tensor(x[lo:lo + 7]) for x in head), cs[lo:lo + 7], ce[lo:lo + 7], n_best,
                                max_len) for lo in range(0, len(cs), 7)]  # batch by batch, as evaluation runs
-    cand = utils_qa.candidates_from_arrays(tuple(torch.cat(c).numpy() for c in zip(*batches)))
+    cand = spans.candidates_from_arrays(tuple(torch.cat(c).numpy() for c in zip(*batches)))
     assert not cand.nonfinite.any()
-    ours = utils_qa.postprocess(sample["id"], sample["context"], windows, cand, n_best, v2, thresh, block,
-                                null_is_odds=True)
+    ours = assemble_spans(sample["id"], sample["context"], windows, cand, n_best, v2, thresh, block,
+                          null_is_odds=True)
     assert_same_answers(ref, ours)
     assert sum(map(bool, ref.best_spans.values())) > len(sample["id"]) // 2  # not a comparison of empty answers
     if v2:

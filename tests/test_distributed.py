@@ -156,7 +156,7 @@ ENDING_RANK = """
 import atexit, os, sys
 import torch, torch.distributed as dist
 sys.path.insert(0, sys.argv[1])
-import qa
+from qakit import launch
 
 dist.init_process_group("gloo")
 rank, marker = dist.get_rank(), sys.argv[2]
@@ -166,7 +166,7 @@ held = torch.ones(3)  # a worker that runs the callback below touches Python obj
 work = dist.all_reduce(torch.ones(4_000_000), async_op=True)
 work.get_future().then(lambda done, held=held: held.sum())
 print(f"rank {rank} done", end="")  # no newline: flushed only on the way out
-qa.leave_process_group(int(sys.argv[3]))
+launch.leave_process_group(int(sys.argv[3]))
 """
 
 
@@ -174,7 +174,7 @@ qa.leave_process_group(int(sys.argv[3]))
 def test_a_rank_ends_before_the_interpreter_teardown(processes, status, tmp_path):
     """A rank whose gloo worker still holds Python objects: left to the interpreter's teardown it aborts (SIGABRT,
     "terminate called without an active exception": 3 runs of 3 when the script ends as qa.py used to, with
-    destroy_process_group and a normal exit); through qa.leave_process_group every rank destroys the group, runs its
+    destroy_process_group and a normal exit); through qakit.launch.leave_process_group every rank destroys the group, runs its
     exit handlers, flushes its output and exits with the run's status."""
     script = tmp_path / "ending_rank.py"
     script.write_text(ENDING_RANK, encoding="utf-8")

@@ -13,7 +13,9 @@ import torch
 import squad_v2
 import tiny_models
 from helpers import SHARED_MISSING, SHARED_SQUAD, read_json, run_cli, truncation_losses
+import reference
 from qakit import generative
+from qakit.answers import NO_SPAN_ODDS, AnswerSettings, assemble
 from qakit.family import QAFamily, prepare_model
 from qakit.windows import WindowIndex
 from squad_data import squad_file
@@ -137,20 +139,58 @@ def test_postprocess_generated_hand_worked(seq2seq):
             tokens[w, k, :len(t)] = t
     gen = generative.Generated(tokens, np.array([[-1.0, -3.0], [-2.0, -2.5], [-0.5, -0.7]]),
                                np.array([-4.0, -1.5, -0.1]), np.zeros(3, bool))
-    preds = generative.postprocess_generated(["q0", "q1"], contexts, windows, gen, tokenizer, 3, True, 0.0)
+    preds = _answers(["q0", "q1"], contexts, windows, gen, tokenizer, 3, True, 0.0)
     texts = generative.decode_answers(tokenizer, tokens)
     cat, mat, sat = texts[0], texts[1], texts[3]
     assert preds.best_spans == {"q0": cat, "q1": ""}
     assert preds.null_odds["q0"] == pytest.approx(-4.0 - -1.0)
-    assert preds.null_odds["q1"] == generative.NO_ANSWER_ODDS
+    assert preds.null_odds["q1"] == NO_SPAN_ODDS
     assert preds.predictions == {"q0": cat, "q1": ""}
-    rows = preds.nbest["q0"]
+    rows = preds.nbest_dict()["q0"]
     assert [(r["text"], r["score"]) for r in rows] == [(cat, -1.0), (mat, -2.0), (sat, -2.5), ("", -4.0)]
     assert rows[0]["offsets"] == ([4, 7] if cat == "cat" else rows[0]["offsets"])
     assert sum(r["probability"] for r in rows) == pytest.approx(1.0)
     assert rows[0]["probability"] == pytest.approx(1 / sum(math.exp(s + 1.0) for s in (-1.0, -2.0, -2.5, -4.0)))
-    high = generative.postprocess_generated(["q0", "q1"], contexts, windows, gen, tokenizer, 3, True, -3.5)
+    high = _answers(["q0", "q1"], contexts, windows, gen, tokenizer, 3, True, -3.5)
     assert high.predictions["q0"] == ""  # odds -3.0 above the threshold -3.5
+
+
+def _answers(ids, contexts, windows, gen, tokenizer, n_best, v2, threshold):
+    """The tool's answers: generated rows through the one assembly of every head."""
+    rows = generative.generated_rows(contexts, windows, gen, tokenizer)
+    return assemble(ids, contexts, windows, rows, AnswerSettings(n_best, 30, v2, threshold))
+
+
+@pytest.mark.parametrize("seed,n_best,v2,threshold", [(0, 3, True, 0.0), (1, 1, True, -1.0), (2, 5, False, 0.0),
+                                                      (3, 2, True, 2.0)])
+def test_generated_answers_equal_plain_loop(seq2seq, seed, n_best, v2, threshold):
+    """Random beams over few texts (repeats within and across windows, tied scores, empty answers) answered
+    by the assembly equal the plain per-question loop: texts, offsets, scores, null odds; probabilities to 1e-12."""
+    _, tokenizer, _ = seq2seq
+    rng = np.random.default_rng(seed)
+    contexts = ["the cat sat on the mat", "dogs bark at night", "a tree in the park"]
+    words = ["cat", "mat", "sat", "dogs", "night", "tree", "park", ""]
+    example_index = [0, 0, 0, 1, 2, 2]
+    windows = _window_index(example_index, [(0, 11), (8, 22), (4, 18), (0, 18), (0, 10), (5, 18)])
+    encoded = [tokenizer(text_target=w)["input_ids"] for w in words]
+    r = 3
+    tokens = np.full((len(example_index), r, max(map(len, encoded))), -100)
+    for w in range(len(example_index)):
+        for k in range(r):
+            ids = encoded[rng.integers(len(words))]
+            tokens[w, k, :len(ids)] = ids
+    scores = -rng.integers(1, 5, size=(len(example_index), r)).astype(float) / 2  # ties on purpose
+    gen = generative.Generated(tokens, scores, -rng.integers(0, 6, len(example_index)) / 2.0,
+                               np.zeros(len(example_index), bool))
+    ids = ["q0", "q1", "q2"]
+    ref = reference.postprocess_generated(ids, contexts, windows, gen, tokenizer, n_best, v2, threshold)
+    ours = _answers(ids, contexts, windows, gen, tokenizer, n_best, v2, threshold)
+    assert (ours.predictions, ours.best_spans, ours.null_odds) == (ref.predictions, ref.best_spans, ref.null_odds)
+    nbest = ours.nbest_dict()
+    for qid, entries in ref.nbest.items():
+        assert [(e["text"], e["offsets"], e["score"]) for e in nbest[qid]] == \
+            [(e["text"], e["offsets"], e["score"]) for e in entries], qid
+        assert np.allclose([e["probability"] for e in nbest[qid]], [e["probability"] for e in entries], atol=1e-12)
 
 
 # ---- windows against truncation on the real dev set -------------------------------------------------

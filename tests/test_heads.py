@@ -9,7 +9,7 @@ import pytest
 import tiny_models
 from helpers import read_json, run_cli
 from qakit.errors import QAConfigError
-from qakit.heads import head_class, resolve_head
+from qakit.heads import HEADS_BY_NAME, resolve_head
 from squad_data import squad_file
 
 
@@ -17,12 +17,12 @@ def test_head_comes_from_the_checkpoint_and_flags():
     from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM, T5Config
 
     t5 = T5Config(architectures=["T5ForConditionalGeneration"])
-    assert resolve_head(t5, "auto", False) == "generate"
-    assert resolve_head(T5Config(architectures=["T5ForQuestionAnswering"]), "auto", False) == "span"
-    assert resolve_head(T5Config(), "auto", True) == "generate"
-    assert resolve_head(t5, "span", False) == "span"
-    assert head_class(t5, "generate") is AutoModelForSeq2SeqLM
-    assert head_class(t5, "span") is AutoModelForQuestionAnswering
+    assert resolve_head(t5, "auto", False).name == "generate"
+    assert resolve_head(T5Config(architectures=["T5ForQuestionAnswering"]), "auto", False).name == "span"
+    assert resolve_head(T5Config(), "auto", True).name == "generate"
+    assert resolve_head(t5, "span", False).name == "span"
+    assert HEADS_BY_NAME["generate"].model_class(t5) is AutoModelForSeq2SeqLM
+    assert HEADS_BY_NAME["span"].model_class(t5) is AutoModelForQuestionAnswering
     bert = AutoConfig.for_model("bert")
     with pytest.raises(QAConfigError, match="encoder-decoder"):
         resolve_head(bert, "auto", True)
@@ -30,15 +30,15 @@ def test_head_comes_from_the_checkpoint_and_flags():
         resolve_head(t5, "span", True)
     with pytest.raises(QAConfigError, match="no beam-search span head.*xlnet"):
         resolve_head(bert, "beam", False)
-    assert head_class(AutoConfig.for_model("xlnet"), "beam").__name__ == "XLNetForQuestionAnswering"
-    assert head_class(AutoConfig.for_model("xlm"), "beam").__name__ == "XLMForQuestionAnswering"
+    assert HEADS_BY_NAME["beam"].model_class(AutoConfig.for_model("xlnet")).__name__ == "XLNetForQuestionAnswering"
+    assert HEADS_BY_NAME["beam"].model_class(AutoConfig.for_model("xlm")).__name__ == "XLMForQuestionAnswering"
 
 
 def test_a_saved_beam_head_is_loaded_as_one():
     from transformers import XLNetConfig
 
-    assert resolve_head(XLNetConfig(architectures=["XLNetForQuestionAnswering"]), "auto", False) == "beam"
-    assert resolve_head(XLNetConfig(architectures=["XLNetForQuestionAnsweringSimple"]), "auto", False) == "span"
+    assert resolve_head(XLNetConfig(architectures=["XLNetForQuestionAnswering"]), "auto", False).name == "beam"
+    assert resolve_head(XLNetConfig(architectures=["XLNetForQuestionAnsweringSimple"]), "auto", False).name == "span"
 
 
 @pytest.mark.slow

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
+import squad_v2
 from helpers import REPO
-from metrics.squad_v2 import compute_score
+from metrics.squad_v2 import compute_score, pictures
 from qakit import plots
 
 CONTEXT = "The Denver Broncos won in 1904. The engineer Mara Olsen built the lamp, which burned whale oil."
@@ -85,7 +86,8 @@ def no_rendering(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
         saved.append(Path(path))
         return Path(path)
 
-    monkeypatch.setattr(plots, "_save", save)
+    monkeypatch.setattr(plots, "save_png", save)
+    monkeypatch.setattr(pictures, "save_png", save)
     return saved
 
 
@@ -196,8 +198,13 @@ def test_infer_threshold() -> None:
 
 
 @needs_matplotlib
+def gold_of(data_file: Path) -> dict:
+    """The gold answers of a data file, as plot_run.py reads them for the pictures."""
+    return {"gold": squad_v2.gold_answers(str(data_file)), "source": str(data_file)}
+
+
 def test_draw_run_writes_every_picture(run: Path) -> None:
-    written = plots.draw_run(run, run.parent / "dev.json")
+    written = plots.draw_run(run, **gold_of(run.parent / "dev.json"))
     names = ["training_loss.png", "training_eval.png", "eval_f1_vs_threshold.png", "eval_pr_exact.png",
              "eval_pr_f1.png", "eval_pr_oracle.png"]
     assert written == [run / name for name in names]
@@ -241,11 +248,11 @@ def test_hf_folder_uses_the_nbest_lists_for_the_spans(run: Path, no_rendering: l
     (run / "eval_span_predictions.json").unlink()
     write(run / "eval_nbest_predictions.json",
           {qid: [{"text": "", "probability": 0.6}, {"text": text, "probability": 0.3}] for qid, text in SPANS.items()})
-    drawn = plots.draw_all(run, run.parent / "dev.json")
+    drawn = plots.draw_all(run, **gold_of(run.parent / "dev.json"))
     assert len(drawn.written) == 6 and not drawn.skipped and not drawn.notes
     assert sweeps[-1] == plots.threshold_sweep(GOLD, SPANS, ODDS)
     (run / "eval_nbest_predictions.json").unlink()
-    drawn = plots.draw_all(run, run.parent / "dev.json")
+    drawn = plots.draw_all(run, **gold_of(run.parent / "dev.json"))
     assert len(drawn.written) == 6 and any("exact only up to the threshold used" in n for n in drawn.notes)
     assert sweeps[-1] == plots.threshold_sweep(GOLD, {**SPANS, "q2": "", "q3": ""}, ODDS)
     assert sweeps[-1].at(0.0) == sweeps[0].at(0.0) and sweeps[-1].at(0.5) != sweeps[0].at(0.5)
@@ -254,7 +261,7 @@ def test_hf_folder_uses_the_nbest_lists_for_the_spans(run: Path, no_rendering: l
 @needs_matplotlib
 def test_training_without_evaluations_skips_training_eval(tmp_path: Path) -> None:
     write(tmp_path / "trainer_state.json", log_history(evals=False))
-    drawn = plots.draw_all(tmp_path, tmp_path / "absent.json")
+    drawn = plots.draw_all(tmp_path)
     assert drawn.written == [tmp_path / "training_loss.png"]
     assert_picture(tmp_path / "training_loss.png")
     assert not (tmp_path / "training_eval.png").exists()
@@ -280,7 +287,7 @@ def test_missing_inputs_are_skipped_with_reasons(run: Path, tmp_path: Path, no_r
     assert [p.name for p in drawn.written] == ["training_loss.png", "training_eval.png"]
     assert "--data_file" in drawn.skipped[0]
     write(run / "eval_null_odds.json", {})
-    assert "eval_null_odds.json is empty" in plots.draw_all(run, run.parent / "dev.json").skipped[0]
+    assert "eval_null_odds.json is empty" in plots.draw_all(run, **gold_of(run.parent / "dev.json")).skipped[0]
     empty = tmp_path / "empty"
     empty.mkdir()
     drawn = plots.draw_all(empty)
@@ -306,7 +313,7 @@ def test_broken_input_files_are_clear_errors(run: Path, no_rendering: list[Path]
     else:
         write(run / "trainer_state.json", {"global_step": 3})
     with pytest.raises(plots.PlotInputError, match=message):
-        plots.draw_run(run, data)
+        plots.draw_run(run, **gold_of(data))
 
 
 def test_without_matplotlib_nothing_is_drawn_and_the_hint_is_logged(
@@ -314,13 +321,13 @@ def test_without_matplotlib_nothing_is_drawn_and_the_hint_is_logged(
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
     with caplog.at_level(logging.INFO, logger="qakit.plots"):
-        assert plots.draw_run(run, run.parent / "dev.json") == []
+        assert plots.draw_run(run, **gold_of(run.parent / "dev.json")) == []
     assert "pip install matplotlib" in caplog.text
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert not list(run.glob("*.png"))
     assert "pip install matplotlib" in (plots.matplotlib_missing() or "")
-    with pytest.raises(plots.MatplotlibMissing, match="pip install matplotlib"):
-        plots.draw_pr_images(run, compute_score.precision_recall_analysis(GOLD, SPANS, ODDS))
+    with pytest.raises(pictures.MatplotlibMissing, match="pip install matplotlib"):
+        pictures.draw_pr_images(run, compute_score.precision_recall_analysis(GOLD, SPANS, ODDS))
 
 
 def test_compute_score_without_matplotlib_still_prints_the_metrics(

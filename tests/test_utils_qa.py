@@ -7,8 +7,9 @@ import pyarrow as pa
 import pytest
 import torch
 
-import utils_qa
-from helpers import assert_same_answers, eval_features
+import reference
+from helpers import assemble_spans, assert_same_answers, eval_features
+from qakit import spans
 from qakit import windows as qa_windows
 
 
@@ -30,11 +31,11 @@ def _random_logits(feats, seed: int, ties: bool) -> tuple[list[np.ndarray], list
 def _vectorized(sample, feats, starts, ends, n_best, max_len, v2, thresh, block=4096):
     width = max(len(s) for s in starts)
     pad = lambda rows: torch.tensor(np.stack([np.pad(r, (0, width - len(r)), constant_values=-5.0) for r in rows]))
-    cand = utils_qa.top_candidates(pad(starts), pad(ends), torch.tensor(feats["context_start"]),
+    cand = spans.top_candidates(pad(starts), pad(ends), torch.tensor(feats["context_start"]),
                                    torch.tensor(feats["context_end"]), torch.tensor(feats["null_index"]), n_best,
                                    max_len)
-    cand = utils_qa.candidates_from_arrays(tuple(c.numpy() for c in cand))
-    return utils_qa.postprocess(sample["id"], sample["context"], qa_windows.WindowIndex.from_features(feats), cand,
+    cand = spans.candidates_from_arrays(tuple(c.numpy() for c in cand))
+    return assemble_spans(sample["id"], sample["context"], qa_windows.WindowIndex.from_features(feats), cand,
                                 n_best, v2, thresh, block)
 
 
@@ -44,7 +45,7 @@ def _vectorized(sample, feats, starts, ends, n_best, max_len, v2, thresh, block=
 def test_postprocess_equals_plain_loop(family, sample, seed, ties, n_best, max_len, v2, thresh, block):
     feats = eval_features(sample, family, 96, 24)  # several windows per question (6 on average)
     starts, ends = _random_logits(feats, seed, ties)
-    ref = utils_qa.postprocess_reference(sample["id"], sample["context"], qa_windows.WindowIndex.from_features(feats),
+    ref = reference.postprocess_reference(sample["id"], sample["context"], qa_windows.WindowIndex.from_features(feats),
                                          starts, ends, feats["context_end"], feats["null_index"], n_best, max_len,
                                          v2, thresh)
     ours = _vectorized(sample, feats, starts, ends, n_best, max_len, v2, thresh, block)  # small blocks: several
@@ -64,20 +65,20 @@ def test_postprocess_hand_worked_two_windows():
     e0 = np.array([1.0, 0.0, 2.0, 1.0, -9.0], dtype=np.float32)
     s1 = np.array([1.0, -1.0, 2.5, -9.0, -9.0], dtype=np.float32)  # null 1.0 + 0.5 = 1.5
     e1 = np.array([0.5, 0.0, 1.5, -9.0, -9.0], dtype=np.float32)
-    ref = utils_qa.postprocess_reference(["q"], [context], windows, [s0, s1], [e0, e1], [4, 3], [0, 0], 3, 30,
+    ref = reference.postprocess_reference(["q"], [context], windows, [s0, s1], [e0, e1], [4, 3], [0, 0], 3, 30,
                                          True, 0.0)
     # best span: window 1 "delta" (2.5 + 1.5 = 4.0); null = min(4.0, 1.5) = 1.5; odds = 1.5 - 4.0
     assert ref.best_spans == {"q": "delta"} and ref.predictions == {"q": "delta"}
     assert ref.null_odds == {"q": -2.5}
     texts = [p["text"] for p in ref.nbest["q"]]
     assert texts == ["delta", "alpha beta", "beta", ""]
-    strict = utils_qa.postprocess_reference(["q"], [context], windows, [s0, s1], [e0, e1], [4, 3], [0, 0], 3, 30,
+    strict = reference.postprocess_reference(["q"], [context], windows, [s0, s1], [e0, e1], [4, 3], [0, 0], 3, 30,
                                             True, -3.0)
     assert strict.predictions == {"q": ""}
     # the same case through the device-side candidates and the vectorized merge
-    cand = utils_qa.top_candidates(torch.tensor(np.stack([s0, s1])), torch.tensor(np.stack([e0, e1])),
+    cand = spans.top_candidates(torch.tensor(np.stack([s0, s1])), torch.tensor(np.stack([e0, e1])),
                                    torch.tensor([1, 1]), torch.tensor([4, 3]), torch.tensor([0, 0]), 3, 30)
-    ours = utils_qa.postprocess(["q"], [context], windows, utils_qa.candidates_from_arrays(
+    ours = assemble_spans(["q"], [context], windows, spans.candidates_from_arrays(
         tuple(c.numpy() for c in cand)), 3, True, 0.0)
     assert ours.predictions == {"q": "delta"} and ours.null_odds == {"q": -2.5}
     assert [p["text"] for p in ours.nbest_dict()["q"]] == ["delta", "alpha beta", "beta", ""]
@@ -85,7 +86,7 @@ def test_postprocess_hand_worked_two_windows():
 
 def test_nan_logits_never_win():
     start = torch.tensor([[0.0, float("nan"), 1.0, 2.0, float("nan")]])
-    cand = utils_qa.top_candidates(start, start.clone(), torch.tensor([1]), torch.tensor([5]), torch.tensor([0]), 3, 30)
+    cand = spans.top_candidates(start, start.clone(), torch.tensor([1]), torch.tensor([5]), torch.tensor([0]), 3, 30)
     assert set(cand[0][0].tolist()) <= {2, 3, -1} and 3 in cand[0][0].tolist()
 
 
@@ -101,12 +102,12 @@ def test_answers_never_start_or_end_on_whitespace():
     # " \n beta  ", whitespace at both edges), 2..2 (5.5: " ", nothing left) and 1..5 (4.0: "alpha \n beta  ")
     s = np.array([-9, 1.0, 3.0, 0.0, 0.0, 0.0, -1.0, -9], dtype=np.float32)
     e = np.array([-9, 0.0, 2.5, 0.0, 0.0, 3.0, -1.0, -9], dtype=np.float32)
-    ref = utils_qa.postprocess_reference(["q"], [context], windows, [s], [e], [7], [0], 3, 30, False)
+    ref = reference.postprocess_reference(["q"], [context], windows, [s], [e], [7], [0], 3, 30, False)
     assert ref.predictions == {"q": "beta"}
     assert [(p["text"], p["offsets"]) for p in ref.nbest["q"]] == [
         ("beta", [8, 12]), ("", [6, 6]), ("alpha \n beta", [0, 12])]
-    cand = utils_qa.top_candidates(torch.tensor(s[None]), torch.tensor(e[None]), torch.tensor([1]), torch.tensor([7]),
+    cand = spans.top_candidates(torch.tensor(s[None]), torch.tensor(e[None]), torch.tensor([1]), torch.tensor([7]),
                                    torch.tensor([0]), 3, 30)
-    ours = utils_qa.postprocess(["q"], [context], windows, utils_qa.candidates_from_arrays(
+    ours = assemble_spans(["q"], [context], windows, spans.candidates_from_arrays(
         tuple(c.numpy() for c in cand)), 3, False)
     assert_same_answers(ref, ours)

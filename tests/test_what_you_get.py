@@ -260,12 +260,13 @@ def test_tensorboard_event_files_are_written_offline(tmp_path):
 
 def test_help_is_grouped_with_common_flags_first():
     import qa
+    from qakit import flags
 
-    text = qa.build_parser().format_help()
-    heads = [text.index(f"\n{title}:\n") for title in qa.HELP_GROUPS] + \
+    text = flags.build_parser(qa.ARGUMENTS).format_help()
+    heads = [text.index(f"\n{title}:\n") for title in flags.HELP_GROUPS] + \
         [text.index("\ntraining: every other TrainingArguments flag:\n")]
     assert heads == sorted(heads)
-    training = text[heads[len(qa.HELP_GROUPS) - 1]:heads[-1]]
+    training = text[heads[len(flags.HELP_GROUPS) - 1]:heads[-1]]
     assert training.index("--output_dir") < training.index("--do_train") < training.index("--learning_rate")
     assert "--adam_beta1" in text[heads[-1]:] and "--adam_beta1" not in training
     answers = text[heads[2]:heads[3]]

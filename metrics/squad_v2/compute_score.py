@@ -2,8 +2,8 @@
 
 Usage: python metrics/squad_v2/compute_score.py DATA PRED [-n NA_PROB] [-t THRESH] [-o OUT] [-p IMAGE_DIR]
 
-The numbers need only the standard library; the pictures of --out-image-dir are drawn by
-qakit/plots.py (two folders up) with matplotlib, when it is installed.
+The numbers need only the standard library; the pictures of --out-image-dir are drawn by pictures.py
+(beside this file) with matplotlib, when it is installed.
 """
 
 import argparse
@@ -11,12 +11,12 @@ import json
 import sys
 from collections.abc import Mapping
 from functools import partial
-from pathlib import Path
 from typing import NamedTuple
 
 if __package__:
-    from . import squad_common
+    from . import pictures, squad_common
 else:  # run as a script: this file's directory is on sys.path
+    import pictures
     import squad_common
 
 _f1 = partial(squad_common.token_f1, empty_is_no_answer=True)
@@ -187,20 +187,12 @@ def precision_recall_analysis(
 def _draw_images(
     image_dir: str, curves: Mapping[str, PrecisionRecall], gold: Mapping[str, list[str]], na_probs: Mapping[str, float]
 ) -> None:
-    """Draw with qakit/plots.py; without it or matplotlib, say so: the metrics are printed all the same."""
-    root = str(Path(__file__).resolve().parents[2])
-    if root not in sys.path:
-        sys.path.append(root)  # last: nothing already importable is shadowed
-    try:
-        from qakit import plots
-    except ImportError as error:
-        print(f"note: no pictures drawn: qakit/plots.py cannot be imported from {root} ({error})", file=sys.stderr)
-        return
+    """Draw the official pictures; without matplotlib, say so: the metrics are printed all the same."""
     has_answer = {qid: bool(answers) for qid, answers in gold.items()}
     try:
-        plots.draw_pr_images(image_dir, curves)
-        plots.draw_na_prob_histograms(image_dir, {qid: na_probs[qid] for qid in gold}, has_answer)
-    except plots.MatplotlibMissing as error:
+        pictures.draw_pr_images(image_dir, curves)
+        pictures.draw_na_prob_histograms(image_dir, {qid: na_probs[qid] for qid in gold}, has_answer)
+    except pictures.MatplotlibMissing as error:
         print(f"note: no pictures drawn: {error}", file=sys.stderr)
     except OSError as error:
         sys.exit(f"error: cannot write the pictures to {image_dir}: {error.strerror or error}")

@@ -1,0 +1,103 @@
+"""The span head's side of answering: each window's best start/end pairs, found on the device.
+
+Each window's best spans are found batch by batch inside the evaluation loop (`top_candidates`), so only
+O(n_best) numbers per window leave the device; `span_rows` hands them to the one assembly of answers
+(`qakit.answers`). The beam-search head (`qakit.beam`) gives its candidates in the same format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from qakit.answers import CandidateRows
+
+
+@dataclass
+class Candidates:
+    """Each window's `n` best valid spans, best first, and its null score.
+
+    Ranked exactly as the plain loop ranks them: by start + end logit (in float64), ties going to the
+    better-ranked start, then end, where starts and ends are ranked by a stable descending sort.
+    """
+
+    start_index: np.ndarray  # [N, n] int32 token positions; -1 where the window has fewer valid spans
+    end_index: np.ndarray  # [N, n]
+    start_logit: np.ndarray  # [N, n] float32 logits as the model gave them
+    end_logit: np.ndarray  # [N, n]
+    null_score: np.ndarray  # [N] float64: start + end logit at the window's null position
+    nonfinite: np.ndarray  # [N] bool: a NaN or infinite logit in the context or at the null position
+
+
+def top_k_stable(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest values per row, ties going to the lower index: a stable descending sort's first k.
+
+    `topk` alone is fast but picks arbitrarily among equal values at the cut, so the cut is redone by
+    index, and only the k survivors are sorted stably.
+    """
+    n, length = x.shape
+    k = min(k, length)
+    kth = torch.topk(x, k, dim=1).values[:, -1:]
+    above, tied = x > kth, x == kth
+    need = k - above.sum(1, keepdim=True)
+    take = above | (tied & (tied.cumsum(1) <= need))
+    index = take.nonzero()[:, 1].view(n, k)  # row-major, so ascending positions within each row
+    values = x.gather(1, index)
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices
+    return values.gather(1, order), index.gather(1, order)
+
+
+def pad_columns(x: torch.Tensor, k: int, value: float) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (0, k - x.shape[1]), value=value) if x.shape[1] < k else x
+
+
+def top_candidates(start_logits: torch.Tensor, end_logits: torch.Tensor, context_start: torch.Tensor,
+                   context_end: torch.Tensor, null_index: torch.Tensor, n_best: int,
+                   max_answer_length: int) -> tuple[torch.Tensor, ...]:
+    """Each window's `n_best` best valid spans and its null score, from one batch of logits.
+
+    Only O(n_best) numbers per window leave the device, so what evaluation keeps and gathers across
+    processes grows with the number of windows, not with windows x sequence length.
+    """
+    length = start_logits.shape[1]
+    pos = torch.arange(length, device=start_logits.device)[None, :]
+    outside = (pos < context_start[:, None]) | (pos >= context_end[:, None])
+    masked = [x.float().nan_to_num(nan=float("-inf")).masked_fill(outside, float("-inf"))  # a NaN is never best
+              for x in (start_logits, end_logits)]
+    sv, si = top_k_stable(masked[0], n_best)
+    ev, ei = top_k_stable(masked[1], n_best)
+    span = ei[:, None, :] - si[:, :, None] + 1
+    score = sv.double()[:, :, None] + ev.double()[:, None, :]  # the oracle adds in float64
+    ok = (span >= 1) & (span <= max_answer_length) & torch.isfinite(score)
+    flat = score.masked_fill(~ok, float("-inf")).flatten(1)  # row-major: ties keep (start rank, end rank) order
+    best, pair = top_k_stable(flat, n_best)
+    k = si.shape[1]
+    a, b = pair // k, pair % k
+    valid = torch.isfinite(best)
+    out = [si.gather(1, a).masked_fill(~valid, -1).int(), ei.gather(1, b).masked_fill(~valid, -1).int(),
+           sv.gather(1, a).masked_fill(~valid, float("-inf")), ev.gather(1, b).masked_fill(~valid, float("-inf"))]
+    out = [pad_columns(t, n_best, -1 if t.dtype == torch.int32 else float("-inf")) for t in out]
+    rows = torch.arange(start_logits.shape[0], device=start_logits.device)
+    null = start_logits[rows, null_index].double() + end_logits[rows, null_index].double()
+    bad = ~(torch.isfinite(start_logits) & torch.isfinite(end_logits)) & ~outside
+    return (*out, null, bad.any(1) | ~torch.isfinite(null))
+
+
+def candidates_from_arrays(arrays: tuple[np.ndarray, ...]) -> Candidates:
+    si, ei, sv, ev, null, nonfinite = arrays
+    return Candidates(si.astype(np.int32, copy=False), ei.astype(np.int32, copy=False),
+                      sv.astype(np.float32, copy=False), ev.astype(np.float32, copy=False),
+                      null.astype(np.float64, copy=False), nonfinite.astype(bool, copy=False))
+
+
+def span_rows(cand: Candidates, null_is_odds: bool = False) -> CandidateRows:
+    """Every window's valid spans as rows (window order, each window's best first), scored start + end logit
+    in float64; `null_is_odds`: the beam head's null score is its answerability logit."""
+    window, rank = np.nonzero(cand.start_index >= 0)
+    sl, el = cand.start_logit[window, rank], cand.end_logit[window, rank]
+    return CandidateRows(window=window, score=sl.astype(np.float64) + el.astype(np.float64),
+                         null_score=cand.null_score, start_logit=sl, end_logit=el,
+                         start_token=cand.start_index[window, rank], end_token=cand.end_index[window, rank],
+                         null_is_odds=null_is_odds)
