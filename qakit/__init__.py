@@ -1,1 +1,1 @@
-"""The pieces `qa.py` wires together, one concern a module (README: Layout)."""
+"""The pieces `qa.py` wires together, one concern a module (docs/layout.md)."""
