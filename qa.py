@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 record_threshold(trainer, results)
             if training_args.do_predict:
                 threshold = prediction_threshold(data_args.null_score_diff_threshold, results, threshold)
-                test_set = windows.test(has_answers=reports["test"].has_answers)
+                test_set = windows.test(reports)
                 predicting = dataclasses.replace(settings, null_score_diff_threshold=threshold)
                 if data_args.asking:
                     trainer.remove_callback(PrinterCallback)  # it would print the metrics among the answers

@@ -167,5 +167,7 @@ class SplitWindows:
     def evaluation(self) -> EvalSet:
         return EvalSet(*self._make("validation", self.data_args.max_eval_samples))
 
-    def test(self, has_answers: bool) -> EvalSet:
-        return EvalSet(*self._make("test", self.data_args.max_predict_samples), has_answers=has_answers)
+    def test(self, reports: dict[str, Any]) -> EvalSet:
+        """The test questions' windows; `reports` (the loader's) say whether they have answers to score."""
+        examples, features = self._make("test", self.data_args.max_predict_samples)
+        return EvalSet(examples, features, has_answers=reports["test"].has_answers)

@@ -6,13 +6,14 @@ import pytest
 
 import qa
 from helpers import REPO
+from qakit import flags
 
 SAMPLE = str(REPO / "data" / "sample_squad_v2.json")
 
 
-def parse(tmp_path, *flags: str):
-    return qa.parse_args(["--model_name_or_path", "some/model", "--output_dir", str(tmp_path),
-                          "--train_file", SAMPLE, *flags])
+def parse(tmp_path, *given: str):
+    return flags.parse_args(qa.ARGUMENTS, ["--model_name_or_path", "some/model", "--output_dir", str(tmp_path),
+                                           "--train_file", SAMPLE, *given])
 
 
 def test_legacy_flags_keep_their_meaning(tmp_path):
@@ -27,9 +28,9 @@ def test_legacy_flags_keep_their_meaning(tmp_path):
 
 
 def test_legacy_flag_mapping_removes_what_it_maps():
-    argv, _ = qa._legacy_flags(["--overwrite_output_dir", "--x", "1", "--warmup_ratio=0.2", "--evaluation_strategy",
+    argv, _ = flags._legacy_flags(["--overwrite_output_dir", "--x", "1", "--warmup_ratio=0.2", "--evaluation_strategy",
                                 "steps"])
-    fields = set(qa.TrainingArguments.__dataclass_fields__)
+    fields = set(flags.TrainingArguments.__dataclass_fields__)
     assert "--x" in argv and "1" in argv
     for flag in ("--overwrite_output_dir", "--warmup_ratio", "--evaluation_strategy"):
         if flag[2:] not in fields:

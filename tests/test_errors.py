@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import qa
+from qakit import flags
 import tiny_models
 from helpers import run_cli as run
 from squad_data import squad_file
@@ -71,7 +72,7 @@ def test_legacy_keys_work_in_an_arguments_file(tmp_path):
     path = tmp_path / "args.yaml"
     path.write_text("model_name_or_path: some/model\noutput_dir: o\ntrain_file: t.json\n"
                     "overwrite_output_dir: true\nwarmup_ratio: 0.1\nreport_to: [none]\ndo_train: true\n")
-    _, _, args, overwrite = qa.parse_args([str(path)])
+    _, _, args, overwrite = flags.parse_args(qa.ARGUMENTS, [str(path)])
     assert overwrite is True and args.do_train is True
     assert getattr(args, "warmup_ratio", None) == 0.1 or args.warmup_steps == 0.1
 
