@@ -83,7 +83,8 @@ class DataTrainingArguments:
     max_seq_length: int = field(default=384, metadata={"help": "Tokens per window, question included."})
     pad_to_max_length: bool = field(default=False, metadata={
         "help": "Pad every window to max_seq_length. Default: pad each batch to its longest window (HF's "
-                "run_qa defaults to True; the results are the same, only slower)."})
+                "run_qa defaults to True; the same answers, only slower; logits may differ in float32 rounding, "
+                "as attention kernels sum in an order that depends on the padded length)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training questions."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many evaluation questions."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use only this many test questions."})

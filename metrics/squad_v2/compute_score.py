@@ -14,9 +14,8 @@ from functools import partial
 from typing import NamedTuple
 
 if __package__:
-    from . import pictures, squad_common
+    from . import squad_common
 else:  # run as a script: this file's directory is on sys.path
-    import pictures
     import squad_common
 
 _f1 = partial(squad_common.token_f1, empty_is_no_answer=True)
@@ -188,6 +187,10 @@ def _draw_images(
     image_dir: str, curves: Mapping[str, PrecisionRecall], gold: Mapping[str, list[str]], na_probs: Mapping[str, float]
 ) -> None:
     """Draw the official pictures; without matplotlib, say so: the metrics are printed all the same."""
+    if __package__:  # imported here: the `evaluate` module copies of this scorer need no pictures
+        from . import pictures
+    else:
+        import pictures
     has_answer = {qid: bool(answers) for qid, answers in gold.items()}
     try:
         pictures.draw_pr_images(image_dir, curves)
