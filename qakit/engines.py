@@ -70,11 +70,14 @@ def fsdp_layers(model: Any) -> list[str]:
     """The layer classes FSDP shards one by one: the model's `_no_split_modules` that it builds, less any that
     hold the input embeddings (BERT-style models list their embeddings block there). accelerate shards the
     input embeddings by themselves after the layers and stops with "Invariant encountered: value was None"
-    when a layer already took them."""
+    when a layer already took them. A model that lists none (BERT on transformers 4.57): its repeated blocks,
+    the classes of a ModuleList's entries."""
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     built = {type(module).__name__: module for module in model.modules()}
-    return [name for name in getattr(model, "_no_split_modules", None) or [] if name in built
-            and not any(sub is embeddings for sub in built[name].modules())]
+    listed = getattr(model, "_no_split_modules", None) or [
+        name for name in dict.fromkeys(type(block).__name__ for module in model.modules()
+                                       if isinstance(module, torch.nn.ModuleList) for block in module)]
+    return [name for name in listed if name in built and not any(sub is embeddings for sub in built[name].modules())]
 
 
 def choose_fsdp_layers(trainer: Any) -> None:

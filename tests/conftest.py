@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 
 import squad_v2
 from helpers import REPO, minilm_path
 from qakit.family import QAFamily, prepare_model
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest.ini runs two workers on the machine's two cores: each worker, and every qa.py it starts, computes on
+    # one thread rather than four threads fighting over two cores. Runs that a test compares use the same count.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Each test leaves os.environ as it found it: keys added are removed, keys changed or removed get their value
+    back. TrainingArguments(fsdp=...) on transformers 4.x sets ACCELERATE_USE_FSDP and FSDP_*, and qa.py sets
+    ACCELERATE_USE_CPU and TENSORBOARD_LOGGING_DIR; left behind, they change what later in-process tests run."""
+    before = dict(os.environ)
+    yield
+    for key in [k for k in os.environ if k not in before]:
+        del os.environ[key]
+    for key, value in before.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import transformers
 
 import tiny_models
 from helpers import (ONE_THREAD, REPO, assert_evaluates_as_one_process, read_json, run_cli, run_qa, tiny_run_flags,
@@ -99,7 +100,10 @@ def test_fsdp_wraps_the_layers_not_the_embeddings(name, layers, left_out):
 
     model, _ = tiny_models.tiny_model(name)
     assert fsdp_layers(model) == layers
-    assert set(model._no_split_modules) - set(layers) == left_out
+    if model._no_split_modules:  # transformers 5; 4.57's BERT lists none, and its repeated blocks are taken
+        assert set(model._no_split_modules) - set(layers) == left_out
+    else:
+        assert name == "Bert" and not transformers.__version__.startswith("5.")
 
 
 def _deepspeed_trainer(stage: int, do_train: bool) -> SimpleNamespace:
@@ -173,6 +177,7 @@ def _flags(model: Path, data: Path, out: Path) -> list[str]:
 
 
 TRAIN = ["--do_train", "--do_eval", "--max_steps", "4", "--logging_steps", "1"]
+RESUMED = {("fsdp", "Bert"), ("zero3", "Llama")}  # a resume from each engine's sharded checkpoint layout
 SAVE_AT_2 = ["--save_strategy", "steps", "--save_steps", "2"]
 
 
@@ -214,10 +219,10 @@ def sharding_setup(tmp_path_factory):
 def test_sharded_training_matches_ddp_saves_whole_and_resumes(engine, name, sharding_setup, tmp_path):
     """FSDP2 (FULL_SHARD) and DeepSpeed ZeRO-2/3 over two gloo processes: every step's loss is DDP's (relative
     1e-5: the same sums, reduced in another order); checkpoints are the engine's sharded ones; the final model is
-    whole, loads on one device, and one process evaluating it writes the run's evaluation files exactly (the
-    sharded forward, candidates and gathering give what DDP and one process give); a run resumed from the
-    sharded checkpoint-2 logs the same later losses and ends on the same weights (FSDP: exactly; DeepSpeed's
-    restored optimizer: within 1e-4). Llama covers the decoder family rules (left padding, added pad token,
+    whole, loads on one device, and one process evaluating it writes the run's evaluation files (the sharded
+    forward, candidates and gathering give what DDP and one process give, up to float32 rounding); a run resumed
+    from the sharded checkpoint-2 (FSDP's and DeepSpeed's layouts, `RESUMED`) logs the same later losses and ends
+    on the same weights (FSDP: exactly; DeepSpeed's restored optimizer: within 1e-4). Llama covers the decoder family rules (left padding, added pad token,
     null position) under each engine."""
     if engine != "fsdp":
         pytest.importorskip("deepspeed")
@@ -253,6 +258,8 @@ def test_sharded_training_matches_ddp_saves_whole_and_resumes(engine, name, shar
 
     assert_evaluates_as_one_process(out, data, tmp_path)
 
+    if (engine, name) not in RESUMED:
+        return
     again = tmp_path / "again"
     again.mkdir()
     shutil.copytree(checkpoint, again / "checkpoint-2")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 import qa
 from qakit import flags
@@ -18,6 +19,8 @@ import tiny_models
 from helpers import run_cli as run
 from squad_data import squad_file
 from trainer_qa import QuestionAnsweringTrainer
+
+TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +77,10 @@ def test_legacy_keys_work_in_an_arguments_file(tmp_path):
                     "overwrite_output_dir: true\nwarmup_ratio: 0.1\nreport_to: [none]\ndo_train: true\n")
     _, _, args, overwrite = flags.parse_args(qa.ARGUMENTS, [str(path)])
     assert overwrite is True and args.do_train is True
-    assert getattr(args, "warmup_ratio", None) == 0.1 or args.warmup_steps == 0.1
+    if TRANSFORMERS_5:  # the keys 5.x dropped are mapped, as their flags are
+        assert args.warmup_steps == 0.1 and not hasattr(args, "warmup_ratio")
+    else:  # 4.57 still has them
+        assert args.warmup_ratio == 0.1 and args.warmup_steps == 0 and args.overwrite_output_dir is True
 
 
 def test_batch_size_zero_is_refused_before_any_data_is_read(bert, tmp_path, capsys):
@@ -107,7 +113,10 @@ def test_model_folder_without_tokenizer_files_is_refused(bert, data, tmp_path, c
         shutil.copy(bert / name, bare / name)
     code, err = run(eval_args(bare, data, tmp_path / "o"), capsys)
     line = one_clear_line(code, err, str(bare), "tokenizer files", "--tokenizer_name")
-    assert "vocab_size" in line or "cannot load a tokenizer" in line  # transformers 5 / 4.x
+    if TRANSFORMERS_5:  # 5.x builds a tokenizer of a few tokens, refused for not matching the model
+        assert "vocab_size" in line and "cannot load a tokenizer" not in line
+    else:  # 4.x cannot build one at all
+        assert "cannot load a tokenizer" in line and "vocab_size" not in line
     assert not (tmp_path / "o" / "eval_predictions.json").exists()
 
 
@@ -135,6 +144,7 @@ def test_do_predict_without_a_test_file_names_the_right_flag(bert, data, tmp_pat
 # ---- disks, caches and earlier runs ------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains a step
 def test_full_disk_names_the_output_folder(bert, data, tmp_path, capsys, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

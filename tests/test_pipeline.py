@@ -122,57 +122,45 @@ def test_broken_file_names_file_and_place(tmp_path):
     assert "bad.json" in proc.stderr and "context" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_overwrite_output_dir_still_works_and_resume_is_announced(tmp_path):
-    data = squad_file(tmp_path / "d.json", version="1.1")
-    out = tmp_path / "o"
-    args = [*COMMON, "--train_file", str(data), "--do_train", "--max_steps", "2", "--per_device_train_batch_size", "4",
-            "--output_dir", str(out)]
-    first = run_qa([*args, "--save_strategy", "steps", "--save_steps", "1"])
-    assert first.returncode == 0, first.stderr[-2000:]
-    assert (out / "checkpoint-2").is_dir()
-    again = run_qa([*args, "--max_steps", "3"])
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "Resuming from" in again.stdout + again.stderr
-    fresh = run_qa([*args, "--overwrite_output_dir", "--do_eval", "--validation_file", str(data)])
-    assert fresh.returncode == 0 and "Resuming from" not in fresh.stdout + fresh.stderr
-    v1 = read(out / "eval_results.json")  # SQuAD v1.1 data: v1.1 keys, no null odds
-    assert 0 <= v1["eval_exact_match"] <= v1["eval_f1"] <= 100 and not (out / "eval_null_odds.json").exists()
-
-
 # ---- several processes -------------------------------------------------------------------------
 
 
-def test_two_process_evaluation_equals_one_process(tmp_path):
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """MiniLM (its span head untrained) evaluated by one process, one thread: what the other ways must equal."""
+    tmp = tmp_path_factory.mktemp("one")
+    data = squad_file(tmp / "d.json")
+    args = [*COMMON, "--validation_file", str(data), "--do_eval", "--version_2_with_negative"]
+    one = run_qa([*args, "--output_dir", str(tmp / "one")], env=ONE_THREAD)
+    assert one.returncode == 0, one.stderr[-3000:]
+    return args, tmp / "one", one
+
+
+def test_two_process_evaluation_equals_one_process(one_process, tmp_path):
     """gloo on CPU, 3 windows a batch per process and an odd number of windows: the last batch is uneven.
 
     Both runs use one thread per process (torchrun's default), since the thread count changes how
     matrix products sum and so the last bits of the logits."""
-    data = squad_file(tmp_path / "d.json")
-    args = [*COMMON, "--validation_file", str(data), "--do_eval", "--version_2_with_negative"]
-    one = run_qa([*args, "--output_dir", str(tmp_path / "one")], env=ONE_THREAD)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = run_qa([*args, "--output_dir", str(tmp_path / "two")],
-                 launcher=torchrun(), env=ONE_THREAD)
+    args, one, _ = one_process
+    two = run_qa([*args, "--output_dir", str(tmp_path / "two")], launcher=torchrun(), env=ONE_THREAD)
     assert two.returncode == 0, two.stderr[-3000:]
-    windows = read(tmp_path / "one" / "eval_results.json")["eval_windows"]
+    windows = read(one / "eval_results.json")["eval_windows"]
     assert windows % 2 == 1 and windows > 6
     for name in ("eval_predictions", "eval_null_odds", "eval_nbest_predictions"):
-        assert read(tmp_path / "one" / f"{name}.json") == read(tmp_path / "two" / f"{name}.json"), name
-    r1, r2 = read(tmp_path / "one" / "eval_results.json"), read(tmp_path / "two" / "eval_results.json")
+        assert read(one / f"{name}.json") == read(tmp_path / "two" / f"{name}.json"), name
+    r1, r2 = read(one / "eval_results.json"), read(tmp_path / "two" / "eval_results.json")
     for key in ("eval_exact", "eval_f1", "eval_best_f1", "eval_best_f1_thresh", "eval_total"):
         assert r1[key] == r2[key], key
 
 
-def test_aligned_offsets_give_the_same_answers(tmp_path):
+def test_aligned_offsets_give_the_same_answers(one_process, tmp_path):
     """MiniLM evaluated with its fast tokenizer's offsets and with offsets found by alignment."""
-    data = REPO / "data" / "sample_squad_v2.json"
-    args = [*COMMON, "--validation_file", str(data), "--do_eval", "--version_2_with_negative"]
-    fast = run_qa([*args, "--output_dir", str(tmp_path / "fast")])
-    aligned = run_qa([*args, "--output_dir", str(tmp_path / "aligned"), "--offsets_by_alignment"])
-    assert fast.returncode == 0 and aligned.returncode == 0, aligned.stderr[-2000:]
-    assert "offsets by alignment" in aligned.stdout and "offsets from the tokenizer" in fast.stdout
+    args, fast, fast_run = one_process
+    aligned = run_qa([*args, "--output_dir", str(tmp_path / "aligned"), "--offsets_by_alignment"], env=ONE_THREAD)
+    assert aligned.returncode == 0, aligned.stderr[-2000:]
+    assert "offsets by alignment" in aligned.stdout and "offsets from the tokenizer" in fast_run.stdout
     for name in ("eval_predictions", "eval_nbest_predictions", "eval_null_odds"):
-        assert read(tmp_path / "fast" / f"{name}.json") == read(tmp_path / "aligned" / f"{name}.json")
+        assert read(fast / f"{name}.json") == read(tmp_path / "aligned" / f"{name}.json")
 
 
 def test_torch_compile_gives_the_eager_answers(tmp_path):

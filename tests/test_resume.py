@@ -89,6 +89,7 @@ def test_resume_from_mid_second_epoch_is_the_uninterrupted_run(full_run, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("full_run", ["group_by_length"], indirect=True)  # the order is the test above's concern
 def test_killed_run_resumes_to_the_uninterrupted_result(full_run, tmp_path):
     """SIGKILL at a random step of the second epoch, during that step's checkpoint write; the rerun skips the
     half-written checkpoint, resumes from the last complete one and ends as the uninterrupted run."""
@@ -201,21 +202,26 @@ def test_sharded_checkpoints_count_only_when_whole(tmp_path):
 
 @pytest.mark.slow
 def test_overwrite_output_dir_starts_afresh(tmp_path):
-    """The earlier run's checkpoints go; a later plain rerun can no longer resume the old run and put its
-    weights back over the new model: it stops with the usual message instead."""
+    """HF's flag still works on transformers 5: the earlier run's checkpoints go, the new run trains from scratch
+    (and evaluates, here SQuAD v1.1 data: v1.1 keys, no null odds); a later plain rerun can no longer resume the
+    old run and put its weights back over the new model: it stops with the usual message instead."""
     model = tiny_models.build_tiny("Bert", tmp_path / "bert")
-    data = squad_file(tmp_path / "train.json")
+    data = squad_file(tmp_path / "train.json", version="1.1")
     out = tmp_path / "o"
-    base = ["--model_name_or_path", str(model), "--train_file", str(data), "--version_2_with_negative", "--do_train",
-            "--max_seq_length", "96", "--doc_stride", "32", "--per_device_train_batch_size", "2", "--report_to",
-            "none", "--use_cpu", "true", "--output_dir", str(out)]
+    base = ["--model_name_or_path", str(model), "--train_file", str(data), "--do_train", "--max_seq_length", "96",
+            "--doc_stride", "32", "--per_device_train_batch_size", "2", "--report_to", "none", "--use_cpu", "true",
+            "--output_dir", str(out)]
     old = run_qa([*base, "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1"])
     assert old.returncode == 0 and (out / "checkpoint-2").is_dir(), old.stderr[-2000:]
     new = run_qa([*base, "--max_steps", "3", "--save_strategy", "no", "--learning_rate", "1e-3",
-                  "--overwrite_output_dir"])
+                  "--overwrite_output_dir", "--do_eval", "--validation_file", str(data)])
     assert new.returncode == 0, new.stderr[-2000:]
-    assert "removing 2 checkpoint(s) of the earlier run" in new.stdout + new.stderr
+    log = new.stdout + new.stderr
+    assert "removing 2 checkpoint(s) of the earlier run" in log and "Resuming from" not in log
     assert not list(out.glob("checkpoint-*"))
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
+    v1 = json.loads((out / "eval_results.json").read_text())
+    assert 0 <= v1["eval_exact_match"] <= v1["eval_f1"] <= 100 and not (out / "eval_null_odds.json").exists()
     weights = (out / "model.safetensors").read_bytes()
     again = run_qa([*base, "--max_steps", "3", "--save_strategy", "no"])
     assert again.returncode == 2 and "no checkpoint to resume from" in again.stderr
