@@ -32,12 +32,24 @@ def trained(tmp_path_factory):
     return data, out, proc
 
 
-def test_outputs_exist_and_parse(trained):
-    _, out, _ = trained
-    for name in ("eval_predictions", "eval_nbest_predictions", "eval_null_odds", "eval_span_predictions",
-                 "eval_results", "train_results", "all_results", "predict_predictions", "predict_nbest_predictions"):
-        assert isinstance(read(out / f"{name}.json"), dict), name
-    assert (out / "model.safetensors").exists() and (out / "tokenizer_config.json").exists()
+def test_each_split_has_its_files_and_all_results_joins_them(trained):
+    """Every evaluation file answers exactly the evaluation questions, every prediction file exactly the test
+    questions (the same seven, without answers); all_results.json is the union of the train, eval, predict and run results; the model folder
+    reloads as a span-head model with its tokenizer."""
+    data, out, _ = trained
+    eval_ids, test_ids = set(contexts_by_id(data)), set(contexts_by_id(out.parent / "test.json"))
+    assert len(eval_ids) == len(test_ids) == 7
+    for name in ("eval_predictions", "eval_nbest_predictions", "eval_null_odds", "eval_span_predictions"):
+        assert set(read(out / f"{name}.json")) == eval_ids, name
+    for name in ("predict_predictions", "predict_nbest_predictions", "predict_null_odds"):
+        assert set(read(out / f"{name}.json")) == test_ids, name
+    splits = {split: read(out / f"{split}_results.json") for split in ("train", "eval", "predict", "run")}
+    everything = read(out / "all_results.json")
+    assert everything == {k: v for results in splits.values() for k, v in results.items()}
+    assert all(key.startswith(f"{split}_") or key in ("epoch", "total_flos")
+               for split, results in splits.items() for key in results)
+    assert read(out / "config.json")["architectures"] == ["BertForQuestionAnswering"]
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer_config.json").is_file()
 
 
 def test_training_loss_is_finite_and_moves(trained):
