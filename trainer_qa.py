@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from qakit.family import QAFamily
 from qakit.features import EvalSet
 from qakit.files import atomic_path, write_json
 from qakit.heads import SpanHead
+from qakit.preemption import StopOnSignal
 from qakit.report import Phases, report_split
 from utils_qa import answer_split
 
@@ -43,6 +45,8 @@ class QuestionAnsweringTrainer(Trainer):
         self.args.remove_unused_columns = False
         self.eval_set = eval_set
         self.answer_settings = answer_settings or AnswerSettings()
+        self.stop_on_signal = StopOnSignal()  # SIGTERM/SIGUSR1: checkpoint at the step's end, then stop
+        self.add_callback(self.stop_on_signal)
 
     # ---- public hooks -----------------------------------------------------------------------
 
@@ -127,8 +131,12 @@ class QuestionAnsweringTrainer(Trainer):
         sampler = super()._get_train_sampler(*args, **kwargs)
         if type(sampler) is LengthGroupedSampler:
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            sampler = EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+            sampler = EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed, self._epoch_starting)
         return sampler
+
+    def _epoch_starting(self) -> int:
+        """The epoch a training pass starts: the state's (fractional once steps ran) epoch, floored."""
+        return math.floor((self.state.epoch or 0) + 1e-6)
 
     def _get_eval_sampler(self, eval_dataset):
         """Keep the length order of the windows, even when training groups batches by length (5.x would
@@ -174,19 +182,23 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
     """HF's length-grouped order, drawn from (seed, epoch) alone, as accelerate's seedable random sampler is.
 
     HF's draws each epoch's permutation from the global torch RNG when the epoch's iterator starts, so a run
-    resumed mid-epoch draws another order, skips the wrong batches and trains on others. The Trainer calls
-    set_epoch before every epoch, also on the loader that skips the batches already trained.
+    resumed mid-epoch draws another order, skips the wrong batches and trains on others. The epoch comes from
+    `epoch_of` (the trainer's state) when given: in a multi-process run resumed mid-epoch, the loader that skips
+    the batches already trained (accelerate's, around its BatchSamplerShard) never forwards set_epoch.
     """
 
-    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+    def __init__(self, batch_size: int, lengths: list[int], seed: int, epoch_of: Callable[[], int] | None = None):
         super().__init__(batch_size, lengths=lengths)
         self.seed = seed
         self.epoch = 0
+        self.epoch_of = epoch_of
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
+        if self.epoch_of is not None:
+            self.epoch = self.epoch_of()
         generator = torch.Generator()
         generator.manual_seed(self.seed + self.epoch)
         yield from get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
@@ -224,6 +236,7 @@ def train(trainer: QuestionAnsweringTrainer, checkpoint: str | None, arguments: 
     """Train (resuming `checkpoint`); keep the model, the metrics, the state and which checkpoint was best."""
     with phases.time("train"):
         out = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.stop_on_signal.check(trainer.args.output_dir)  # stopped by the scheduler: the checkpoint is the run
     with phases.time("write"):
         if getattr(trainer, "is_fsdp_enabled", False):
             # with a sharded state dict (fast to resume) save_model writes no model at all, and says nothing:

@@ -98,8 +98,8 @@ def run(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) 
     except (QAError, OSError, ImportError) as err:  # not bugs (data errors are QAErrors too): no traceback
         message = " ".join(str(err).split())  # one line, whatever the library's message looked like
         fresh_line = "\n" if sys.stderr.isatty() else ""  # after a progress bar's last, unfinished line
-        print(f"{fresh_line}qa.py: error: {message}", file=sys.stderr)
-        status = 2
+        status = getattr(err, "exit_status", 2)  # 2: a user error; a run stopped by the scheduler says its own
+        print(f"{fresh_line}qa.py: {'error' if status == 2 else 'stopped'}: {message}", file=sys.stderr)
     if torch.distributed.is_initialized():
         leave_process_group(status)
     if status:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +215,49 @@ def assemble_spans(ids: list[str], contexts: list[str], windows: Any, cand: Any,
 
     return assemble(ids, contexts, windows, span_rows(cand, null_is_odds), AnswerSettings(n_best, 30, v2, threshold),
                     block or QUESTION_BLOCK)
+
+
+def signal_after_steps(cmd: list[str], steps: int, target: Any = None, sig: int = signal.SIGTERM,
+                       timeout: float = 600, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Start `cmd` (a run logging every step) and send `sig` once it has logged `steps` losses, to itself or to
+    the process `target(proc)` names; (exit status, its output)."""
+    proc = subprocess.Popen(cmd, env={**os.environ, **OFFLINE_ENV, **(env or {}), "PYTHONUNBUFFERED": "1"}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines, seen, deadline = [], 0, time.monotonic() + timeout
+    for line in proc.stdout:
+        lines.append(line)
+        seen += line.count("'loss'")
+        if seen >= steps and not any("signal sent" in x for x in lines):
+            os.kill(target(proc) if target else proc.pid, sig)
+            lines.append("signal sent\n")
+        assert time.monotonic() < deadline
+    return proc.wait(), "".join(lines)
+
+
+def rank_pid(launcher_pid: int, rank: int) -> int:
+    """The process of one rank of a torchrun launch (its agent starts the workers, each with RANK set)."""
+    return next(pid for pid in _descendants(launcher_pid) if f"RANK={rank}\0" in _environ(pid))
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun's agent starts the workers)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                    found.append(int(entry.name))
+                    todo.append(int(entry.name))
+    return found
+
+
+def _environ(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "environ").read_text(errors="replace") + "\0"
+    except OSError:
+        return ""

@@ -4,16 +4,18 @@ process would, pick the best checkpoint on every rank, and a dead rank stops the
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import tiny_models
-from helpers import (OFFLINE_ENV, ONE_THREAD, REPO, assert_evaluates_as_one_process, free_port, read_json as read,
-                     run_qa, tiny_run_flags, torchrun)
+from helpers import (OFFLINE_ENV, ONE_THREAD, REPO, assert_evaluates_as_one_process, free_port, rank_pid,
+                     read_json as read, run_qa, signal_after_steps, tiny_run_flags, torchrun)
 from squad_data import squad_file
 
 pytestmark = pytest.mark.slow
@@ -88,7 +90,7 @@ def test_a_dead_rank_stops_the_run_and_the_rerun_resumes(bert, tmp_path):
     while not (out / "checkpoint-8").exists():
         assert proc.poll() is None and time.monotonic() < deadline, "training never reached step 8"
         time.sleep(0.05)
-    victim = next(pid for pid in _children(proc.pid) if "RANK=1\0" in _environ(pid))
+    victim = rank_pid(proc.pid, 1)
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
     log = proc.communicate(timeout=120)[0]
@@ -100,30 +102,6 @@ def test_a_dead_rank_stops_the_run_and_the_rerun_resumes(bert, tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Resuming from" in rerun.stdout + rerun.stderr
     assert read(out / "trainer_state.json")["global_step"] == 40
-
-
-def _children(pid: int) -> list[int]:
-    """Every process below `pid` (torchrun's agent starts the workers)."""
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                    found.append(int(entry.name))
-                    todo.append(int(entry.name))
-    return found
-
-
-def _environ(pid: int) -> str:
-    try:
-        return (Path("/proc") / str(pid) / "environ").read_text(errors="replace") + "\0"
-    except OSError:
-        return ""
 
 
 def test_generative_model_trains_and_evaluates_as_one_process(tmp_path):
@@ -188,3 +166,31 @@ def test_a_rank_ends_before_the_interpreter_teardown(processes, status, tmp_path
         assert Path(f"{marker}.{rank}").read_text() == "group left: True"
     if status:
         assert f"exitcode  : {status}" in proc.stderr
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_one_checkpoint(bert, tmp_path):
+    """SIGTERM to rank 1 alone at a random step: both ranks end the step, agree to stop, write one checkpoint there
+    and exit with status 75 (torchrun reports it); the same torchrun command resumes from it and ends on the
+    uninterrupted run's weights, bit for bit."""
+    from safetensors.torch import load_file
+
+    from qakit.preemption import PREEMPTED_STATUS
+
+    data = squad_file(tmp_path / "d.json")
+    args = [*tiny_run_flags(bert, data), "--do_train", "--num_train_epochs", "2", "--logging_steps", "1",
+            "--save_strategy", "no"]
+    full = run_qa([*args, "--output_dir", str(tmp_path / "full")], launcher=torchrun(), env=ONE_THREAD)
+    assert full.returncode == 0, full.stderr[-3000:]
+    steps = read(tmp_path / "full" / "trainer_state.json")["global_step"]
+    stopped = tmp_path / "stopped"
+    at = random.Random().randint(1, steps - 2)
+    status, log = signal_after_steps([*torchrun(), *args, "--output_dir", str(stopped)], at,
+                                     target=lambda proc: rank_pid(proc.pid, 1), env=ONE_THREAD)
+    assert status != 0 and f"exitcode  : {PREEMPTED_STATUS}" in log, log[-3000:]
+    saved = [p.name for p in stopped.glob("checkpoint-*")]
+    assert len(saved) == 1 and at <= int(saved[0].split("-")[1]) < steps, (saved, at, log[-3000:])
+    assert "Stopping on another rank's signal" in log  # rank 0 stopped because rank 1 was signalled
+    rerun = run_qa([*args, "--output_dir", str(stopped)], launcher=torchrun(), env=ONE_THREAD)
+    assert rerun.returncode == 0 and f"Resuming from {stopped / saved[0]}" in rerun.stdout + rerun.stderr
+    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(stopped / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

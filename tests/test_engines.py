@@ -4,6 +4,7 @@ said in the log, and an engine that would not run is an error, never a silent fa
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,8 +14,8 @@ import torch
 import transformers
 
 import tiny_models
-from helpers import (ONE_THREAD, REPO, assert_evaluates_as_one_process, read_json, run_cli, run_qa, tiny_run_flags,
-                     torchrun)
+from helpers import (ONE_THREAD, REPO, assert_evaluates_as_one_process, rank_pid, read_json, run_cli, run_qa,
+                     signal_after_steps, tiny_run_flags, torchrun)
 from squad_data import squad_file
 
 CONFIGS = REPO / "configs"
@@ -318,3 +319,29 @@ def test_bf16_weights_and_gradient_checkpointing_are_in_force(tmp_path, capsys, 
     assert len(calls) == AutoConfig.from_pretrained(model).num_hidden_layers * 3
     assert {t.dtype for t in load_file(out / "model.safetensors").values()} == {torch.bfloat16}
     assert all(0 < loss < 20 for loss in _losses(out).values())
+
+
+@pytest.mark.slow
+def test_sigterm_during_sharded_training_checkpoints_and_resumes_exactly(sharding_setup, tmp_path):
+    """FSDP2 over two CPU processes, SIGTERM to rank 0 at a random step: both ranks stop after that step with one
+    sharded checkpoint there and status 75; the same command resumes from it and ends on the uninterrupted
+    run's weights exactly."""
+    from safetensors.torch import load_file
+
+    from qakit.preemption import PREEMPTED_STATUS
+
+    data, reference = sharding_setup
+    model, _ = reference("Bert")
+    args = ["--do_train", "--max_steps", "6", "--logging_steps", "1", "--save_strategy", "no", *ENGINES["fsdp"]]
+    _sharded([*_flags(model, data, tmp_path / "full"), *args])
+    stopped = tmp_path / "stopped"
+    at = random.Random().randint(1, 4)
+    status, log = signal_after_steps([*torchrun(script=SHARDING_LAUNCHER), *_flags(model, data, stopped), *args], at,
+                                     target=lambda proc: rank_pid(proc.pid, 0), env=ONE_THREAD)
+    assert status != 0 and f"exitcode  : {PREEMPTED_STATUS}" in log, log[-3000:]
+    saved = [p.name for p in stopped.glob("checkpoint-*")]
+    assert len(saved) == 1 and at <= int(saved[0].split("-")[1]) < 6, (saved, at, log[-3000:])
+    assert (stopped / saved[0] / "pytorch_model_fsdp_0" / ".metadata").is_file()
+    assert f"Resuming from {stopped / saved[0]}" in _sharded([*_flags(model, data, stopped), *args])
+    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(stopped / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

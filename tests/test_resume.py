@@ -19,7 +19,8 @@ import torch
 from safetensors.torch import load_file, save
 
 import tiny_models
-from helpers import OFFLINE_ENV, REPO, run_qa
+from helpers import OFFLINE_ENV, REPO, run_qa, signal_after_steps
+from qakit.preemption import PREEMPTED_STATUS
 from qakit.checkpoints import TRANSFORMERS_5, is_complete, last_complete_checkpoint, whole_run_train_loss
 from squad_data import squad_file
 from trainer_qa import EpochSeededLengthGroupedSampler
@@ -198,6 +199,28 @@ def test_sharded_checkpoints_count_only_when_whole(tmp_path):
     assert not is_complete(deepspeed("ds-one-of-two", 1))  # the second process's optimizer state is missing
     assert not is_complete(deepspeed("ds-no-latest", 2, latest=False))  # DeepSpeed writes `latest` last
     assert is_complete(deepspeed("ds-weights-only", 0, latest=False), with_optimizer=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("full_run", ["group_by_length"], indirect=True)
+def test_sigterm_saves_the_step_and_the_rerun_ends_as_the_uninterrupted_run(full_run, tmp_path):
+    """SIGTERM at a random step: the step in flight ends, one checkpoint is written there (no other: this run saves
+    no checkpoints of its own), the exit status is 75; the same command resumes from it and ends on the
+    uninterrupted run's weights, bit for bit."""
+    args, full, per_epoch = full_run
+    args = [*args, "--save_strategy", "no", "--output_dir", str(tmp_path / "stopped")]
+    at = random.Random().randint(2, 3 * per_epoch - 2)
+    status, log = signal_after_steps([sys.executable, str(REPO / "qa.py"), *args], at)
+    assert status == PREEMPTED_STATUS, log[-3000:]
+    saved = [p.name for p in (tmp_path / "stopped").glob("checkpoint-*")]
+    assert len(saved) == 1, saved
+    step = int(saved[0].split("-")[1])
+    assert at <= step < 3 * per_epoch and f"Stopping on SIGTERM: saving checkpoint-{step}" in log
+    assert f"qa.py: stopped: stopped on SIGTERM after step {step}" in log
+    assert is_complete(tmp_path / "stopped" / saved[0]) and not (tmp_path / "stopped" / "model.safetensors").exists()
+    rerun = run_qa(args)
+    assert rerun.returncode == 0 and f"Resuming from {tmp_path / 'stopped' / saved[0]}" in rerun.stdout + rerun.stderr
+    assert_same_run(full, tmp_path / "stopped")
 
 
 @pytest.mark.slow
