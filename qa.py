@@ -12,6 +12,7 @@ Each step lives in a module named for it (README: docs/layout.md); this file hol
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -27,7 +28,7 @@ from qakit.errors import QAConfigError
 from qakit.family import QAFamily
 from qakit.features import EvalSet, SplitWindows
 from qakit.files import disk_errors
-from qakit.flags import parse_args
+from qakit.flags import parse_args, redacted
 from qakit.heads import HEADS
 from qakit.models import check_unknown_share, load_model
 from qakit.plots import draw_run_pictures
@@ -131,10 +132,12 @@ class DataTrainingArguments:
                 raise QAConfigError(f"--{name} must be at least 1 (got {getattr(self, name)})")
         if self.null_score_diff_threshold not in (None, "best"):
             try:
-                float(self.null_score_diff_threshold)
+                finite = math.isfinite(float(self.null_score_diff_threshold))
             except ValueError:
-                raise QAConfigError(f"--null_score_diff_threshold must be a number or best (got "
-                                    f"{self.null_score_diff_threshold!r})") from None
+                finite = False
+            if not finite:
+                raise QAConfigError(f"--null_score_diff_threshold must be a finite number or best (got "
+                                    f"{self.null_score_diff_threshold!r})")
 
 
 @dataclass
@@ -142,6 +145,10 @@ class _StoppingArguments(Seq2SeqTrainingArguments):  # TrainingArguments plus HF
     early_stopping_patience: int | None = field(default=None, metadata={
         "help": "Stop after this many evaluations without improving --metric_for_best_model (needs "
                 "--load_best_model_at_end and an --eval_strategy)."})
+
+    def __getstate__(self) -> dict:
+        """What training_args.bin (written into the model folder and every checkpoint) keeps: never the token."""
+        return {**self.__dict__, "hub_token": None}
 
 
 _GROUPED = "Batches of windows of similar length (our default; HF's is random): less padding, the same F1."
@@ -167,7 +174,7 @@ ARGUMENTS = (ModelArguments, DataTrainingArguments, QATrainingArguments)
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """load -> windows -> train -> predict -> post-process -> score -> write; the run's results."""
     model_args, data_args, training_args, overwrite = parse_args(ARGUMENTS, argv)
-    with launch.answers_only_on_stdout(data_args.asking) as answers:  # asking: stdout carries the answers alone
+    with launch.answers_only_on_stdout(data_args.asking, training_args) as answers:  # asking: stdout carries the answers alone
         launch.setup_logging(training_args, quiet=data_args.asking)
         checkpoint = find_checkpoint(training_args, overwrite)
         set_seed(training_args.seed)
@@ -192,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                                   data_args.version_2_with_negative, threshold)
         trainer = build_trainer(model, tokenizer, family, head, train_features, eval_set, settings, data_args,
                                 training_args)
-        arguments = sys.argv[1:] if argv is None else argv
+        arguments = redacted(sys.argv[1:] if argv is None else argv)  # written into the card: no tokens
         results: dict[str, float] = {}
         with disk_errors(training_args.output_dir):
             if training_args.do_train:  # Train

@@ -36,10 +36,11 @@ def limit(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
 
 
 def build_features(ds: datasets.Dataset, split: str, family: QAFamily, max_seq_length: int, doc_stride: int,
-                   cache_dir: str, main_process_first: Callable[..., AbstractContextManager], *,
+                   cache_dir: str | None, main_process_first: Callable[..., AbstractContextManager], *,
                    overwrite_cache: bool = False, num_proc: int | None = None,
                    text_inputs: generative.TextInputs | None = None) -> datasets.Dataset:
-    """Tokenize into windows in batches (in parallel with `num_proc`), cached on disk.
+    """Tokenize into windows in batches (in parallel with `num_proc`), cached on disk (in memory only, with no
+    `cache_dir`: the questions asked ad hoc are not written anywhere).
 
     Span heads get (question, context) pairs framed by the tokenizer's template; generative models
     (`text_inputs`) get HF's `question: Q context: C` text with answer targets.
@@ -56,17 +57,18 @@ def build_features(ds: datasets.Dataset, split: str, family: QAFamily, max_seq_l
         kwargs = {"family": family, "inputs": text_inputs}
     schema = _window_schema(ds, fn, kwargs)
     key = _cache_key(ds, family, split, schema, max_seq_length, doc_stride, repr(text_inputs))
-    os.makedirs(cache_dir, exist_ok=True)
-    cache_file = os.path.join(cache_dir, f"qa-{split}-{key}.arrow")
-    cached = not overwrite_cache and bool(glob.glob(cache_file[: -len(".arrow")] + "*.arrow"))
+    cache_file = os.path.join(cache_dir, f"qa-{split}-{key}.arrow") if cache_dir else None
+    cached = bool(cache_file) and not overwrite_cache and bool(glob.glob(cache_file[: -len(".arrow")] + "*.arrow"))
     if cached:
         logger.info("%s: reusing the windows cached in %s", split, cache_file)
     elif text_inputs is None:  # said when the windows are made; a run that reuses them was told then
         check_window_room(ds["question"], ds["id"], family, max_seq_length, doc_stride, split)
+    if cache_file:
+        os.makedirs(cache_dir, exist_ok=True)
     with main_process_first(desc=f"{split} windows"):
         try:
             features = ds.map(fn, batched=True, with_indices=not train, fn_kwargs=kwargs,
-                              remove_columns=ds.column_names, num_proc=num_proc,
+                              remove_columns=ds.column_names, num_proc=num_proc, keep_in_memory=not cache_file,
                               load_from_cache_file=not overwrite_cache, cache_file_name=cache_file,
                               new_fingerprint=key, desc=f"Windows for {split}", features=schema)
         except (pa.ArrowException, OSError) as err:
@@ -146,7 +148,9 @@ class SplitWindows:
                  data_args: Any, training_args: Any, cache_dir: str | None, phases: Any):
         self.raw, self.family, self.text_inputs, self.phases = raw, family, text_inputs, phases
         self.data_args, self.training_args = data_args, training_args
-        self.cache_dir = os.path.join(cache_dir or datasets.config.HF_DATASETS_CACHE, "qa_features")
+        # questions asked ad hoc are windowed in memory: asking writes nothing to disk
+        self.cache_dir = None if data_args.asking else os.path.join(cache_dir or datasets.config.HF_DATASETS_CACHE,
+                                                                    "qa_features")
 
     def _make(self, split: str, n: int | None) -> tuple[datasets.Dataset, datasets.Dataset]:
         if split not in self.raw:

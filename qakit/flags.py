@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,7 @@ def _ask_only(data_args: Any, args: TrainingArguments) -> None:
                             "leave it out (the model folder's recorded threshold is used)")
     args.do_predict = True
     args.disable_tqdm = True  # stdout carries the answers; stderr only what goes wrong
+    args.report_to = []  # and nothing is written: no trackers
 
 
 def args_file_to_flags(path: str) -> list[str]:
@@ -202,3 +204,26 @@ def _legacy_flags(argv: list[str]) -> tuple[list[str], bool]:
     if "logging_dir" not in fields and (logs := _take(argv, "--logging_dir")) is not None:
         os.environ["TENSORBOARD_LOGGING_DIR"] = logs  # where transformers 5 reads it
     return argv, overwrite
+
+
+SECRET_FLAGS = ("--token", "--hub_token")
+_TOKEN = re.compile(r"hf_[A-Za-z0-9]{8,}")
+
+
+def redacted(argv: list[str]) -> list[str]:
+    """The command line as it may be written down (model card, best_checkpoint.json): the values of the token
+    flags, and anything shaped like a hub token, replaced by `REDACTED`."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append("REDACTED")
+            hide_next = False
+        elif arg in SECRET_FLAGS:
+            out.append(arg)
+            hide_next = True
+        elif arg.split("=", 1)[0] in SECRET_FLAGS and "=" in arg:
+            out.append(arg.split("=", 1)[0] + "=REDACTED")
+        else:
+            out.append(_TOKEN.sub("REDACTED", arg))
+    return out

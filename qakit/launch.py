@@ -8,6 +8,7 @@ import atexit
 import logging
 import os
 import sys
+import tempfile
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TextIO
 
@@ -72,9 +73,10 @@ def setup_logging(training_args: TrainingArguments, quiet: bool = False) -> None
 
 
 @contextmanager
-def answers_only_on_stdout(asking: bool) -> Iterator[TextIO | None]:
+def answers_only_on_stdout(asking: bool, training_args: TrainingArguments) -> Iterator[TextIO | None]:
     """When asking: a stream to the real standard output, while everything else printed there goes to standard
-    error: libraries print too (DeepSpeed announces its accelerator on stdout), and the answers must parse."""
+    error (libraries print too: DeepSpeed announces its accelerator on stdout, and the answers must parse); and
+    the Trainer's folder is a temporary one, removed at the end: asking writes nothing to disk."""
     if not asking:
         yield None
         return
@@ -82,7 +84,9 @@ def answers_only_on_stdout(asking: bool) -> Iterator[TextIO | None]:
     saved = os.dup(1)
     os.dup2(2, 1)
     try:
-        with os.fdopen(os.dup(saved), "w", encoding="utf-8") as answers:
+        with tempfile.TemporaryDirectory(prefix="qa-ask-") as scratch, \
+                os.fdopen(os.dup(saved), "w", encoding="utf-8") as answers:
+            training_args.output_dir = scratch
             yield answers
     finally:
         sys.stdout.flush()
@@ -100,6 +104,10 @@ def run(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) 
         fresh_line = "\n" if sys.stderr.isatty() else ""  # after a progress bar's last, unfinished line
         status = getattr(err, "exit_status", 2)  # 2: a user error; a run stopped by the scheduler says its own
         print(f"{fresh_line}qa.py: {'error' if status == 2 else 'stopped'}: {message}", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C: every file is written whole or not at all, so there is nothing to clean
+        print("\nqa.py: interrupted (Ctrl-C); the files already written are whole, the rest were not written",
+              file=sys.stderr)
+        status = 130
     if torch.distributed.is_initialized():
         leave_process_group(status)
     if status:

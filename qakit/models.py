@@ -3,12 +3,15 @@ turn a wrong path or a tokenizer that does not belong to the model into one clea
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoTokenizer
 
 from qakit.errors import QAConfigError
@@ -41,25 +44,54 @@ def load_model(model_args: Any, predict_with_generate: bool) -> tuple[torch.nn.M
             check_model_source(getattr(model_args, flag), f"--{flag}")
     hub = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
            "trust_remote_code": model_args.trust_remote_code}
-    config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub)
+    config_source = model_args.config_name or model_args.model_name_or_path
+    with damaged_files(config_source, "config.json", "--config_name", ValueError):  # valid JSON, wrong content
+        config = AutoConfig.from_pretrained(config_source, **hub)
     head = resolve_head(config, model_args.answer_head, predict_with_generate)
     head.configure(config, model_args)
     logger.info("Answer head: %s", head.name)
     tokenizer_source = model_args.tokenizer_name or model_args.model_name_or_path
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **hub)
+    except json.JSONDecodeError as err:  # tokenizer.json cut short (a copy interrupted), read by transformers 5
+        raise _damaged_tokenizer(tokenizer_source, err) from err
     except (TypeError, ValueError) as err:  # transformers 4.x: a tokenizer class given no vocabulary file
         raise QAConfigError(f"cannot load a tokenizer from {tokenizer_source} ({err}): the folder probably lacks "
                             "its tokenizer files (tokenizer.json, vocab.txt, spiece.model, ...); copy them there "
                             "or pass --tokenizer_name") from err
+    except Exception as err:  # the tokenizers library reports a damaged file as a bare Exception (4.x)
+        if type(err) is not Exception:
+            raise
+        raise _damaged_tokenizer(tokenizer_source, err) from err
     check_vocabulary(tokenizer, config, tokenizer_source)
     dtype = model_args.torch_dtype if model_args.torch_dtype == "auto" else getattr(torch, model_args.torch_dtype)
     kwargs: dict[str, Any] = {"dtype": dtype}  # transformers 5 defaults to the checkpoint's dtype; we do not
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
-    model = head.model_class(config).from_pretrained(model_args.model_name_or_path, config=config, **hub, **kwargs)
+    with damaged_files(model_args.model_name_or_path, "weights", "--model_name_or_path", SafetensorError):
+        model = head.model_class(config).from_pretrained(model_args.model_name_or_path, config=config, **hub,
+                                                         **kwargs)
     prepare_model(model, tokenizer, generative=head.generative)
     return model, tokenizer, head
+
+
+def _damaged_tokenizer(source: str, err: Exception) -> QAConfigError:
+    return QAConfigError(f"a tokenizer file in {source} is damaged ({' '.join(str(err).split())}): copy the model "
+                         "folder again, or pass --tokenizer_name")
+
+
+@contextmanager
+def damaged_files(source: str, what: str, flag: str, errors: type[Exception]) -> Iterator[None]:
+    """A model folder's file that cannot be read (cut short by an interrupted copy, or holding the wrong content)
+    is one line naming it and the fix, not a library's traceback."""
+    try:
+        yield
+    except errors as err:
+        if not Path(source).is_dir():
+            raise
+        raise QAConfigError(f"the {what} in {source} cannot be read ({' '.join(str(err).split())}): the file is "
+                            f"damaged or cut short (an interrupted copy?); copy the model folder again, or pass "
+                            f"another {flag}") from err
 
 
 def check_vocabulary(tokenizer: Any, config: Any, source: str) -> None:

@@ -194,3 +194,108 @@ def test_long_questions_and_crawling_windows_are_each_reported_once(bert, tmp_pa
     crawl = [r.getMessage() for r in caplog.records if "advance by only" in r.getMessage()]
     assert len(cut) == 1 and "1 question(s)" in cut[0] and "p0q0" in cut[0]
     assert len(crawl) == 1 and "--doc_stride 18" in crawl[0]
+
+
+# ---- damaged files and runs stopped by hand (issue: runs survive stale files) -------------------------------
+
+
+def _copy_with(bert: Path, folder: Path, name: str, content: bytes | None = None) -> Path:
+    """A copy of the model folder whose file `name` is cut to half (or replaced by `content`)."""
+    shutil.copytree(bert, folder)
+    whole = (folder / name).read_bytes()
+    (folder / name).write_bytes(whole[:len(whole) // 2] if content is None else content)
+    return folder
+
+
+@pytest.mark.parametrize("name,content,words", [
+    ("model.safetensors", None, ("weights", "damaged or cut short", "copy the model folder again")),
+    ("config.json", None, ("config.json", "not a valid JSON")),
+    ("config.json", b'{"hidden_size": 8}', ("config.json", "damaged or cut short", "model_type")),
+    ("tokenizer.json", None, ("tokenizer file", "damaged", "--tokenizer_name")),
+])
+def test_damaged_model_folder_is_one_line_naming_it(bert, data, tmp_path, capsys, name, content, words):
+    """An interrupted copy leaves half a file: one line naming the folder and what to do, nothing written."""
+    broken = _copy_with(bert, tmp_path / "broken", name, content)
+    code, err = run(eval_args(broken, data, tmp_path / "o"), capsys)
+    one_clear_line(code, err, str(broken), *words)
+    assert not (tmp_path / "o" / "eval_predictions.json").exists()
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity"])
+def test_a_recorded_threshold_that_is_not_finite_is_refused(bert, data, tmp_path, capsys, value):
+    """Before, NaN was used: no question was ever answered "no answer", and the run ended with exit 0."""
+    model = tmp_path / "model"
+    shutil.copytree(bert, model)
+    (model / "null_threshold.json").write_text(f'{{"null_score_diff_threshold": {value}}}')
+    code, err = run(eval_args(model, data, tmp_path / "o"), capsys)
+    one_clear_line(code, err, str(model / "null_threshold.json"), "not a finite number",
+                   "--null_score_diff_threshold")
+    assert run([*eval_args(model, data, tmp_path / "o"), "--null_score_diff_threshold", "0"], capsys)[0] == 0
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_threshold_flag_that_is_not_finite_is_refused(bert, data, tmp_path, capsys, value):
+    code, err = run(eval_args(bert, data, tmp_path / "o", f"--null_score_diff_threshold={value}"), capsys)
+    one_clear_line(code, err, "--null_score_diff_threshold must be a finite number or best", value)
+
+
+def test_output_dir_that_is_a_file_names_the_flag(bert, data, tmp_path, capsys):
+    taken = tmp_path / "results"
+    taken.write_text("a file")
+    code, err = run(eval_args(bert, data, taken), capsys)
+    one_clear_line(code, err, f"--output_dir {taken} is a file", "choose another --output_dir")
+    assert taken.read_text() == "a file"
+
+
+def test_ctrl_c_during_evaluation_is_status_130_and_one_line(bert, data, tmp_path, capsys, monkeypatch):
+    """Interrupted while the answers are written: status 130, one line, no traceback, no prediction file."""
+    import utils_qa
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(utils_qa, "write_predictions", interrupted)
+    code, err = run(eval_args(bert, data, tmp_path / "o"), capsys)
+    assert code == 130 and "Traceback" not in err
+    assert "qa.py: interrupted (Ctrl-C)" in err
+    assert not list((tmp_path / "o").glob("eval_*.json"))
+
+
+def test_tokens_are_redacted_from_what_is_written():
+    from qakit.flags import redacted
+
+    token = "hf_" + "AbCdEf0123456789xyz"
+    argv = ["--token", token, f"--hub_token={token}", "--model_name_or_path", "m", "--note", f"x {token}."]
+    assert redacted(argv) == ["--token", "REDACTED", "--hub_token=REDACTED", "--model_name_or_path", "m", "--note",
+                              "x REDACTED."]
+
+
+@pytest.mark.slow  # trains and runs qa.py in subprocesses
+def test_no_file_a_run_writes_holds_a_token_and_asking_writes_nothing(bert, data, tmp_path):
+    """A training run given a (fake) hub token with --token and --hub_token, which writes a card, checkpoints
+    and best_checkpoint.json: no byte of any file under the output folder, nor the log, holds the token. Asking
+    the trained model a question then writes nothing at all: no windows cache, no trainer_output/."""
+    from helpers import run_qa
+
+    token = "hf_" + "FakeToken0123456789abcdef"
+    out = tmp_path / "o"
+    trained = run_qa(["--model_name_or_path", str(bert), "--train_file", str(data), "--validation_file", str(data),
+                      "--version_2_with_negative", "--do_train", "--do_eval", "--max_steps", "2", "--max_seq_length",
+                      "64", "--doc_stride", "16", "--report_to", "none", "--use_cpu", "true", "--eval_strategy",
+                      "steps", "--eval_steps", "1", "--save_steps", "1", "--load_best_model_at_end",
+                      "--metric_for_best_model", "f1", "--token", token, "--hub_token", token,
+                      "--output_dir", str(out)])
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert (out / "best_checkpoint.json").is_file() and (out / "README.md").is_file() and len(written) > 10
+    assert [p for p in written if token.encode() in p.read_bytes()] == []
+    assert token not in trained.stdout + trained.stderr
+    assert "--token REDACTED --hub_token REDACTED" in (out / "README.md").read_text()
+
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    asked = run_qa(["--model_name_or_path", str(out), "--question", "Who built the lighthouse?", "--context",
+                    "The lighthouse was built in 1871 by the engineer Mara Olsen."], cwd=cwd,
+                   env={"HF_HOME": str(home), "HF_DATASETS_CACHE": str(home / "datasets")})
+    assert asked.returncode == 0 and json.loads(asked.stdout)["question"] == "Who built the lighthouse?"
+    assert list(cwd.iterdir()) == [] and not [p for p in home.rglob("*") if p.is_file()]
