@@ -16,6 +16,23 @@ from qakit.generative import Generated, decode_answers
 from qakit.windows import WindowIndex
 
 
+def windows_by_question(windows: WindowIndex) -> dict[int, list[int]]:
+    """Each question's windows, in order."""
+    by_example: dict[int, list[int]] = {}
+    for w, e in enumerate(windows.example_index.tolist()):
+        by_example.setdefault(e, []).append(w)
+    return by_example
+
+
+def best_spans(spans: list[dict[str, Any]], context: str, n_best_size: int) -> list[dict[str, Any]]:
+    """The `n_best_size` best-scoring spans (ties in order found), their edges stripped of whitespace."""
+    spans = sorted(spans, key=lambda p: -p["score"])[:n_best_size]
+    for p in spans:
+        p["offsets"] = list(trim(context, *p["offsets"]))
+        p["text"] = context[p["offsets"][0]:p["offsets"][1]]
+    return spans
+
+
 def insert_null(entries: list[dict[str, Any]], row: dict[str, Any]) -> None:
     """The null answer goes before the first entry that scores below it (entries are best first)."""
     at = next((i for i, p in enumerate(entries) if p["score"] < row["score"]), len(entries))
@@ -35,9 +52,7 @@ def postprocess_reference(ids: list[str], contexts: list[str], windows: WindowIn
                           max_answer_length: int, version_2_with_negative: bool,
                           null_score_diff_threshold: float = 0.0) -> QAPredictions:
     """The obvious loop over every window and start/end pair; the oracle `postprocess` must equal."""
-    by_example: dict[int, list[int]] = {}
-    for w, e in enumerate(windows.example_index.tolist()):
-        by_example.setdefault(e, []).append(w)
+    by_example = windows_by_question(windows)
     preds, best, odds, nbest = {}, {}, {}, {}
     for e, qid in enumerate(ids):
         spans, null_score = [], math.inf
@@ -55,10 +70,7 @@ def postprocess_reference(ids: list[str], contexts: list[str], windows: WindowIn
                     spans.append({"offsets": [int(char_starts[i - cs]), int(char_ends[j - cs])],
                                   "start_logit": float(s[i]), "end_logit": float(t[j]),
                                   "score": float(s[i]) + float(t[j])})
-        spans = sorted(spans, key=lambda p: -p["score"])[:n_best_size]
-        for p in spans:
-            p["offsets"] = list(trim(contexts[e], *p["offsets"]))
-            p["text"] = contexts[e][p["offsets"][0]:p["offsets"][1]]
+        spans = best_spans(spans, contexts[e], n_best_size)
         best[qid] = spans[0]["text"] if spans else ""
         entries = list(spans)
         if version_2_with_negative:
@@ -89,9 +101,7 @@ def postprocess_beam_reference(ids: list[str], contexts: list[str], windows: Win
 
     Null odds are the smallest answerability logit over the question's windows; n-best lists hold spans only.
     """
-    by_example: dict[int, list[int]] = {}
-    for w, e in enumerate(windows.example_index.tolist()):
-        by_example.setdefault(e, []).append(w)
+    by_example = windows_by_question(windows)
     preds, best, odds, nbest = {}, {}, {}, {}
     for e, qid in enumerate(ids):
         spans, null = [], math.inf
@@ -109,10 +119,7 @@ def postprocess_beam_reference(ids: list[str], contexts: list[str], windows: Win
                         continue
                     spans.append({"offsets": [int(char_starts[a - cs]), int(char_ends[b - cs])],
                                   "start_logit": ls, "end_logit": le, "score": ls + le})
-        spans = sorted(spans, key=lambda p: -p["score"])[:n_best_size]
-        for p in spans:
-            p["offsets"] = list(trim(contexts[e], *p["offsets"]))
-            p["text"] = contexts[e][p["offsets"][0]:p["offsets"][1]]
+        spans = best_spans(spans, contexts[e], n_best_size)
         best[qid] = spans[0]["text"] if spans else ""
         preds[qid] = best[qid]
         if version_2_with_negative:
@@ -137,9 +144,7 @@ def postprocess_generated(ids: list[str], contexts: list[str], windows: WindowIn
     as for span heads), and the same predictions, null odds and n-best lists a span head gives."""
     texts = decode_answers(tokenizer, gen.tokens)
     r = gen.scores.shape[1]
-    by_question: dict[int, list[int]] = {}
-    for w, e in enumerate(windows.example_index.tolist()):
-        by_question.setdefault(e, []).append(w)
+    by_question = windows_by_question(windows)
     preds, best, odds, nbest = {}, {}, {}, {}
     for e, qid in enumerate(ids):
         found: dict[str, tuple[float, int]] = {}
