@@ -112,6 +112,9 @@ def starting_threshold(threshold_flag: str | None, version_2_with_negative: bool
             value = float(json.loads(recorded.read_text(encoding="utf-8"))["null_score_diff_threshold"])
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise QAConfigError(f"{recorded} is damaged ({err}): delete it or pass --null_score_diff_threshold") from err
+        if not math.isfinite(value):
+            raise QAConfigError(f"{recorded} records the null threshold {value}, not a finite number: delete the "
+                                "file (an evaluation writes it anew) or pass --null_score_diff_threshold")
         logger.info("Null threshold %s, as recorded in %s (pass --null_score_diff_threshold to override)",
                     value, recorded)
         return value
