@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -30,6 +31,7 @@ from qakit.features import EvalSet, SplitWindows
 from qakit.files import disk_errors
 from qakit.flags import parse_args, redacted
 from qakit.heads import HEADS
+from qakit.lock import hold_output_dir
 from qakit.models import check_unknown_share, load_model
 from qakit.plots import draw_run_pictures
 from qakit.report import Phases, finish, report_split
@@ -174,8 +176,10 @@ ARGUMENTS = (ModelArguments, DataTrainingArguments, QATrainingArguments)
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """load -> windows -> train -> predict -> post-process -> score -> write; the run's results."""
     model_args, data_args, training_args, overwrite = parse_args(ARGUMENTS, argv)
-    with launch.answers_only_on_stdout(data_args.asking, training_args) as answers:  # asking: stdout carries the answers alone
+    with ExitStack() as stack:
+        answers = stack.enter_context(launch.answers_only_on_stdout(data_args.asking, training_args))
         launch.setup_logging(training_args, quiet=data_args.asking)
+        stack.enter_context(hold_output_dir(training_args.output_dir, training_args.process_index == 0))
         checkpoint = find_checkpoint(training_args, overwrite)
         set_seed(training_args.seed)
         phases = Phases()

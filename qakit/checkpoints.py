@@ -21,6 +21,7 @@ import transformers
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from qakit.errors import QAConfigError
+from qakit.files import check_output_dir
 
 logger = logging.getLogger(__name__)
 TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
@@ -180,9 +181,7 @@ def find_checkpoint(training_args: Any, overwrite: bool) -> str | None:
     them and replace the new model with the old one), and so do files a killed run left half-written.
     """
     out = Path(training_args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise QAConfigError(f"--output_dir {out} is a file, not a folder: choose another --output_dir (or move the "
-                            "file away)")
+    check_output_dir(out)
     with training_args.main_process_first(desc="output folder"):  # one process per node changes the folder
         remove_leftovers(out)
         if training_args.do_train and overwrite and not training_args.resume_from_checkpoint:

@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
 from qakit.errors import QAConfigError
@@ -56,3 +57,10 @@ def disk_errors(output_dir: str):
         raise QAConfigError(f"no space left on the device holding {where} (--output_dir {output_dir}): free space "
                             "there or choose another --output_dir; a rerun resumes from the last complete checkpoint"
                             ) from err
+
+
+def check_output_dir(out: Path) -> None:
+    """--output_dir must be a folder (or not exist yet)."""
+    if out.exists() and not out.is_dir():
+        raise QAConfigError(f"--output_dir {out} is a file, not a folder: choose another --output_dir (or move the "
+                            "file away)")

@@ -299,3 +299,73 @@ def test_no_file_a_run_writes_holds_a_token_and_asking_writes_nothing(bert, data
                    env={"HF_HOME": str(home), "HF_DATASETS_CACHE": str(home / "datasets")})
     assert asked.returncode == 0 and json.loads(asked.stdout)["question"] == "Who built the lighthouse?"
     assert list(cwd.iterdir()) == [] and not [p for p in home.rglob("*") if p.is_file()]
+
+
+# ---- one run per output folder ---------------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    """The process id of a process that has ended."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_a_lock_held_by_a_live_run_stops_the_second_and_a_dead_ones_is_taken_over(bert, data, tmp_path, capsys,
+                                                                                    caplog):
+    """The lock names a live process (this one, as if another run held it): refused with one line naming the
+    holder, nothing written. A lock whose process is gone (this host), or untouched for long (another host),
+    is taken over with a warning, and released when the run ends."""
+    import os
+    import socket
+    import time
+
+    from qakit import lock
+
+    out = tmp_path / "o"
+    out.mkdir()
+    held = out / lock.LOCK_NAME
+    held.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "started": "earlier"}))
+    code, err = run(eval_args(bert, data, out), capsys)
+    one_clear_line(code, err, f"--output_dir {out} is in use by another run", f"process {os.getppid()}",
+                   "choose another --output_dir")
+    assert sorted(p.name for p in out.iterdir()) == [lock.LOCK_NAME]
+    for stale in ({"host": socket.gethostname(), "pid": _dead_pid()}, {"host": "elsewhere", "pid": 1}):
+        held.write_text(json.dumps(stale))
+        if stale["host"] == "elsewhere":
+            old = time.time() - lock.STALE_AFTER - 10
+            os.utime(held, (old, old))
+        with caplog.at_level(logging.WARNING, logger="qa"):
+            code, err = run(eval_args(bert, data, out), capsys)
+        assert code == 0, err[-3000:]
+        assert f"Taking over the lock of {out}" in caplog.text and not held.exists()
+        caplog.clear()
+    held.write_text(json.dumps({"host": "elsewhere", "pid": 1}))  # touched just now: its run may be alive
+    assert run(eval_args(bert, data, out), capsys)[0] == 2
+
+
+@pytest.mark.slow  # two qa.py processes
+def test_two_runs_into_one_folder_at_once_one_trains_the_other_is_refused(bert, data, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from helpers import OFFLINE_ENV, REPO
+
+    out = tmp_path / "o"
+    args = [sys.executable, str(REPO / "qa.py"), "--model_name_or_path", str(bert), "--train_file", str(data),
+            "--version_2_with_negative", "--do_train", "--max_steps", "300", "--max_seq_length", "64", "--doc_stride",
+            "16", "--report_to", "none", "--use_cpu", "true", "--save_strategy", "no", "--output_dir", str(out)]
+    runs = [subprocess.Popen([*args, "--seed", str(seed)], env={**os.environ, **OFFLINE_ENV}, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for seed in (1, 2)]
+    done = [(proc.wait(timeout=600), *proc.communicate()) for proc in runs]
+    assert sorted(status for status, _, _ in done) == [0, 2], [d[2][-2000:] for d in done]
+    winner, loser = (runs[0], runs[1]) if done[0][0] == 0 else (runs[1], runs[0])
+    refused = done[runs.index(loser)][2]
+    assert f"is in use by another run (process {winner.pid} on" in refused
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 300 and (out / "model.safetensors").is_file()
+    assert json.loads((out / "train_results.json").read_text())["train_samples"] > 0
+    assert not (out / ".qa-lock").exists()
