@@ -66,7 +66,8 @@ def is_complete(checkpoint: str | os.PathLike, with_optimizer: bool = True) -> b
         state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    if not isinstance(state, dict) or state.get("global_step") != int(match.group(1)):
+    if not isinstance(state, dict) or state.get("global_step") != int(match.group(1)) or \
+            not isinstance(state.get("log_history"), list):
         return False
     folder = _Folder(path)
     # one RNG file per process that saved; a rerun may use another number of processes
@@ -80,8 +81,9 @@ def is_complete(checkpoint: str | os.PathLike, with_optimizer: bool = True) -> b
         needed += rng if deepspeed else ["scheduler.pt", *rng]  # DeepSpeed keeps its scheduler in its own state
         optimizer = (deepspeed or folder.torch_file("optimizer.pt") or folder.torch_file("optimizer.bin")
                      or folder.sharded("optimizer_0"))
-    return (weights and optimizer and (fsdp_shards or folder.nonempty("config.json"))
-            and all(map(folder.torch_file, needed)))
+    return (weights and optimizer and (fsdp_shards or folder.model_config())
+            and all(map(folder.torch_file, needed))
+            and all(folder.loads(name) for name in needed if name != "training_args.bin"))  # the resume reads these
 
 
 class _Folder:
@@ -98,7 +100,33 @@ class _Folder:
         return (self.path / name).is_file() and (self.path / name).stat().st_size > 0
 
     def torch_file(self, name: str) -> bool:
-        return self.nonempty(name) and zipfile.is_zipfile(self.path / name)
+        """A whole torch archive: its directory is there (written last) and every member's checksum holds, so a
+        file damaged inside, not only cut short, is caught."""
+        if not (self.nonempty(name) and zipfile.is_zipfile(self.path / name)):
+            return False
+        try:
+            with zipfile.ZipFile(self.path / name) as archive:
+                return archive.testzip() is None
+        except (OSError, zipfile.BadZipFile, EOFError):
+            return False
+
+    def loads(self, name: str) -> bool:
+        """The small state files a resume reads (training arguments, scheduler, RNG states) load."""
+        import torch
+
+        try:
+            torch.load(self.path / name, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001  any failure to unpickle means the resume would fail on it
+            return False
+        return True
+
+    def model_config(self) -> bool:
+        """config.json names a model type (a valid JSON file of other content would fail the resume)."""
+        try:
+            config = json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(config, dict) and isinstance(config.get("model_type"), str)
 
     def safetensors_file(self, name: str) -> bool:
         try:
@@ -159,7 +187,8 @@ def last_complete_checkpoint(folder: str | os.PathLike, with_optimizer: bool = T
     for _, path in steps:
         if is_complete(path, with_optimizer):
             return str(path)
-        logger.warning("Skipping %s: an incomplete checkpoint (the run stopped while writing it?)", path)
+        logger.warning("Skipping %s: an incomplete or damaged checkpoint (the run stopped while writing it, or a "
+                       "file in it does not load); resuming from the one before", path)
     return None
 
 

@@ -132,7 +132,13 @@ def _torch_bytes() -> bytes:
     return buf.getvalue()
 
 
-def test_incomplete_checkpoints_are_skipped(tmp_path):
+def _flip_middle(content: bytes) -> bytes:
+    """The same bytes with one in the middle changed: a file damaged inside, its length and directory intact."""
+    middle = len(content) // 2
+    return content[:middle] + bytes([content[middle] ^ 0xFF]) + content[middle + 1:]
+
+
+def test_incomplete_or_damaged_checkpoints_are_skipped(tmp_path):
     def checkpoint(step: int, files: dict[str, bytes]) -> Path:
         path = tmp_path / f"checkpoint-{step}"
         path.mkdir()
@@ -140,16 +146,26 @@ def test_incomplete_checkpoints_are_skipped(tmp_path):
             (path / name).write_bytes(content)
         return path
 
+    def state(step: int) -> bytes:
+        return json.dumps({"global_step": step, "log_history": []}).encode()
+
     pt, weights = _torch_bytes(), save({"w": torch.zeros(4)})
-    full = {"config.json": b"{}", "model.safetensors": weights, "training_args.bin": pt, "optimizer.pt": pt,
-            "scheduler.pt": pt, "rng_state.pth": pt}
-    good = checkpoint(2, {**full, "trainer_state.json": json.dumps({"global_step": 2}).encode()})
+    big = io.BytesIO()
+    torch.save({"state": {0: {"exp_avg": torch.arange(4096.0)}}}, big)  # stored, so a flipped byte is in the data
+    full = {"config.json": b'{"model_type": "bert"}', "model.safetensors": weights, "training_args.bin": pt,
+            "optimizer.pt": big.getvalue(), "scheduler.pt": pt, "rng_state.pth": pt}
+    good = checkpoint(2, {**full, "trainer_state.json": state(2)})
     checkpoint(4, {k: v for k, v in full.items() if k != "rng_state.pth"})  # killed before trainer_state.json
-    checkpoint(6, {**full, "optimizer.pt": pt[:-10], "trainer_state.json": b'{"global_step": 6}'})  # truncated
-    checkpoint(8, {**full, "model.safetensors": weights[:-4], "trainer_state.json": b'{"global_step": 8}'})
+    checkpoint(6, {**full, "optimizer.pt": pt[:-10], "trainer_state.json": state(6)})  # truncated
+    checkpoint(8, {**full, "model.safetensors": weights[:-4], "trainer_state.json": state(8)})
     checkpoint(10, {**full, "trainer_state.json": b'{"global_st'})  # cut state
+    # damaged inside, whole in length: each passed the old check and then failed every resume
+    checkpoint(12, {**full, "optimizer.pt": _flip_middle(full["optimizer.pt"]), "trainer_state.json": state(12)})
+    checkpoint(14, {**full, "scheduler.pt": b"PK\x03\x04 not a torch file", "trainer_state.json": state(14)})
+    checkpoint(16, {**full, "config.json": b'{"hidden_size": 8}', "trainer_state.json": state(16)})
+    checkpoint(18, {**full, "trainer_state.json": b'{"global_step": 18}'})  # valid JSON, not a state
     assert is_complete(good) and last_complete_checkpoint(tmp_path) == str(good)
-    assert not any(is_complete(tmp_path / f"checkpoint-{s}") for s in (4, 6, 8, 10))
+    assert [s for s in range(4, 20, 2) if is_complete(tmp_path / f"checkpoint-{s}")] == []
     os.rename(good, tmp_path / "checkpoint-3")  # the state must name the folder's step
     assert last_complete_checkpoint(tmp_path) is None
 
@@ -161,7 +177,7 @@ def test_sharded_checkpoints_count_only_when_whole(tmp_path):
     import torch.distributed.checkpoint as dcp
 
     pt = _torch_bytes()
-    state = json.dumps({"global_step": 2}).encode()
+    state = json.dumps({"global_step": 2, "log_history": []}).encode()
 
     def fsdp(name: str) -> Path:
         path = tmp_path / name / "checkpoint-2"
@@ -187,7 +203,7 @@ def test_sharded_checkpoints_count_only_when_whole(tmp_path):
         (path / "global_step2" / "mp_rank_00_model_states.pt").write_bytes(pt)
         for rank in range(optimizer_states):
             (path / "global_step2" / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt").write_bytes(pt)
-        files = {"config.json": b"{}", "model.safetensors": save({"w": torch.zeros(4)}), "training_args.bin": pt,
+        files = {"config.json": b'{"model_type": "llama"}', "model.safetensors": save({"w": torch.zeros(4)}), "training_args.bin": pt,
                  "rng_state_0.pth": pt, "rng_state_1.pth": pt, "trainer_state.json": state}
         for name_, content in files.items():
             (path / name_).write_bytes(content)
@@ -199,6 +215,27 @@ def test_sharded_checkpoints_count_only_when_whole(tmp_path):
     assert not is_complete(deepspeed("ds-one-of-two", 1))  # the second process's optimizer state is missing
     assert not is_complete(deepspeed("ds-no-latest", 2, latest=False))  # DeepSpeed writes `latest` last
     assert is_complete(deepspeed("ds-weights-only", 0, latest=False), with_optimizer=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("full_run", ["group_by_length"], indirect=True)
+def test_a_damaged_last_checkpoint_is_skipped_for_the_one_before(full_run, tmp_path):
+    """The last checkpoint's optimizer state damaged inside (length and zip directory intact): it is skipped with a
+    warning and the run resumes from the one before it, ending as the uninterrupted run. Before, it was resumed and
+    every rerun failed on it; the only way out, --overwrite_output_dir, also deleted the good checkpoint."""
+    args, full, per_epoch = full_run
+    last = per_epoch + 2
+    out = tmp_path / "damaged"
+    for step in (last - 1, last):
+        shutil.copytree(full / f"checkpoint-{step}", out / f"checkpoint-{step}")
+    optimizer = out / f"checkpoint-{last}" / "optimizer.pt"
+    optimizer.write_bytes(_flip_middle(optimizer.read_bytes()))
+    proc = run_qa([*args, "--output_dir", str(out)])
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Skipping {out / f'checkpoint-{last}'}: an incomplete or damaged checkpoint" in log
+    assert f"Resuming from {out / f'checkpoint-{last - 1}'}" in log
+    assert_same_run(full, out)
 
 
 @pytest.mark.slow
