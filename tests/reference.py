@@ -47,6 +47,21 @@ def add_probabilities(entries: list[dict[str, Any]]) -> None:
         p["probability"] = math.exp(p["score"] - top) / total
 
 
+def answer_with_null(entries: list[dict[str, Any]], null_row: dict[str, Any] | None, best: str,
+                     odds: dict[str, float], qid: str, threshold: float) -> str:
+    """A question's answer, its n-best list finished: with v2 (`null_row` given) the null answer goes in, the odds
+    are its score minus the best entry's (NO_SPAN_ODDS without one) and decide against the threshold; then the
+    probabilities."""
+    answer = best
+    if null_row is not None:
+        top = entries[0]["score"] if entries else None
+        insert_null(entries, null_row)
+        odds[qid] = null_row["score"] - top if top is not None else NO_SPAN_ODDS
+        answer = "" if odds[qid] > threshold else best
+    add_probabilities(entries)
+    return answer
+
+
 def postprocess_reference(ids: list[str], contexts: list[str], windows: WindowIndex, start_logits: list,
                           end_logits: list, context_end: list[int], null_index: list[int], n_best_size: int,
                           max_answer_length: int, version_2_with_negative: bool,
@@ -73,14 +88,9 @@ def postprocess_reference(ids: list[str], contexts: list[str], windows: WindowIn
         spans = best_spans(spans, contexts[e], n_best_size)
         best[qid] = spans[0]["text"] if spans else ""
         entries = list(spans)
-        if version_2_with_negative:
-            insert_null(entries, {"text": "", "offsets": [0, 0], "start_logit": None, "end_logit": None,
-                                  "score": null_score})
-            odds[qid] = null_score - spans[0]["score"] if spans else NO_SPAN_ODDS
-            preds[qid] = "" if odds[qid] > null_score_diff_threshold else best[qid]
-        else:
-            preds[qid] = best[qid]
-        add_probabilities(entries)
+        null_row = {"text": "", "offsets": [0, 0], "start_logit": None, "end_logit": None, "score": null_score}
+        preds[qid] = answer_with_null(entries, null_row if version_2_with_negative else None, best[qid], odds, qid,
+                                      null_score_diff_threshold)
         nbest[qid] = entries
     return QAPredictions(preds, best, odds, nbest)
 
@@ -160,13 +170,9 @@ def postprocess_generated(ids: list[str], contexts: list[str], windows: WindowIn
             span = (int(starts[0]), int(ends[-1])) if len(starts) else (0, 0)
             entries.append({"text": text, "offsets": _generated_offsets(contexts[e], text, span), "score": score})
         best[qid] = entries[0]["text"] if entries else ""
+        null_row = None
         if version_2_with_negative:
-            null = min(float(gen.null_score[w]) for w in by_question[e])
-            insert_null(entries, {"text": "", "offsets": [0, 0], "score": null})
-            odds[qid] = null - ranked[0][1][0] if ranked else NO_SPAN_ODDS
-            preds[qid] = "" if odds[qid] > null_score_diff_threshold else best[qid]
-        else:
-            preds[qid] = best[qid]
-        add_probabilities(entries)
+            null_row = {"text": "", "offsets": [0, 0], "score": min(float(gen.null_score[w]) for w in by_question[e])}
+        preds[qid] = answer_with_null(entries, null_row, best[qid], odds, qid, null_score_diff_threshold)
         nbest[qid] = entries
     return QAPredictions(preds, best, odds, nbest)
