@@ -33,11 +33,11 @@ from qakit.flags import parse_args, redacted
 from qakit.heads import HEADS
 from qakit.lock import hold_output_dir
 from qakit.models import check_unknown_share, load_model
+from qakit.outputs import THRESHOLD_FILE, clear_earlier_outputs
 from qakit.plots import draw_run_pictures
 from qakit.report import Phases, finish, report_split
 from trainer_qa import QuestionAnsweringTrainer, build_trainer, train
-from utils_qa import (ASK_PREFIX, THRESHOLD_FILE, SplitAnswers, prediction_threshold, record_threshold,
-                      starting_threshold)
+from utils_qa import ASK_PREFIX, SplitAnswers, prediction_threshold, record_threshold, starting_threshold
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,6 +96,9 @@ class DataTrainingArguments:
         "help": "v2: answer empty when null score - best span score is above this number. `best`: predict with "
                 "the evaluation's best_f1_thresh (needs --do_eval). Default: the threshold the model folder "
                 f"records ({THRESHOLD_FILE}, written by an evaluation), else 0.0."})
+    update_model_folder: bool = field(default=False, metadata={
+        "help": "A run that does not train keeps a model folder's calibrated threshold and model card (its own "
+                "figures go to eval_results.json); pass this to replace them with this evaluation's."})
     doc_stride: int = field(default=128, metadata={"help": "Context tokens shared by consecutive windows."})
     n_best_size: int = field(default=20, metadata={"help": "Candidate answers kept per question."})
     max_answer_length: int = field(default=30, metadata={
@@ -181,6 +184,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         launch.setup_logging(training_args, quiet=data_args.asking)
         stack.enter_context(hold_output_dir(training_args.output_dir, training_args.process_index == 0))
         checkpoint = find_checkpoint(training_args, overwrite)
+        clear_earlier_outputs(training_args, data_args.asking)  # a folder holds one run's files, not two runs'
         set_seed(training_args.seed)
         phases = Phases()
 
@@ -212,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             # Predict -> post-process -> score -> write (`answer`): the evaluation questions, then the test ones
             if training_args.do_eval:
                 results |= answer(trainer, eval_set, "eval", settings, phases)
-                record_threshold(trainer, results)
+                record_threshold(trainer, results, model_args.model_name_or_path, data_args.update_model_folder)
             if training_args.do_predict:
                 threshold = prediction_threshold(data_args.null_score_diff_threshold, results, threshold)
                 test_set = windows.test(reports)

@@ -24,11 +24,11 @@ from qakit.answers import AnswerSettings, QAPredictions
 from qakit.errors import QAConfigError
 from qakit.features import EvalSet
 from qakit.files import write_atomic, write_json
+from qakit.outputs import THRESHOLD_FILE, is_model_folder, weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
 ASK_PREFIX = "ask"  # the metrics prefix of questions asked ad hoc; their answers are printed, not written
-THRESHOLD_FILE = "null_threshold.json"  # the null threshold an evaluation calibrated, kept with the model
 
 
 class SplitAnswers:
@@ -103,22 +103,27 @@ def answer_split(trainer: Any, data: EvalSet, prefix: str, settings: AnswerSetti
 
 def starting_threshold(threshold_flag: str | None, version_2_with_negative: bool, model_dir: str) -> float:
     """The null threshold for evaluation (and prediction, unless `best`): the one given, else the one the
-    model folder records, else 0.0 (HF's default)."""
+    model folder records for these very weights, else 0.0 (HF's default)."""
     if threshold_flag not in (None, "best"):
         return float(threshold_flag)
     recorded = Path(model_dir) / THRESHOLD_FILE
-    if version_2_with_negative and recorded.is_file():
-        try:
-            value = float(json.loads(recorded.read_text(encoding="utf-8"))["null_score_diff_threshold"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise QAConfigError(f"{recorded} is damaged ({err}): delete it or pass --null_score_diff_threshold") from err
-        if not math.isfinite(value):
-            raise QAConfigError(f"{recorded} records the null threshold {value}, not a finite number: delete the "
-                                "file (an evaluation writes it anew) or pass --null_score_diff_threshold")
-        logger.info("Null threshold %s, as recorded in %s (pass --null_score_diff_threshold to override)",
-                    value, recorded)
-        return value
-    return 0.0
+    if not (version_2_with_negative and recorded.is_file()):
+        return 0.0
+    try:
+        record = json.loads(recorded.read_text(encoding="utf-8"))
+        value, weights = float(record["null_score_diff_threshold"]), record.get("weights_sha256")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise QAConfigError(f"{recorded} is damaged ({err}): delete it or pass --null_score_diff_threshold") from err
+    if not math.isfinite(value):
+        raise QAConfigError(f"{recorded} records the null threshold {value}, not a finite number: delete the "
+                            "file (an evaluation writes it anew) or pass --null_score_diff_threshold")
+    if weights is not None and weights != weights_fingerprint(model_dir):
+        logger.warning("Not using the null threshold %s in %s: it was calibrated on other weights than the ones "
+                       "in %s now; using 0.0 (evaluate with --do_eval to calibrate, or pass "
+                       "--null_score_diff_threshold)", value, recorded, model_dir)
+        return 0.0
+    logger.info("Null threshold %s, as recorded in %s (pass --null_score_diff_threshold to override)", value, recorded)
+    return value
 
 
 def prediction_threshold(threshold_flag: str | None, results: dict[str, float], starting: float) -> float:
@@ -134,12 +139,23 @@ def prediction_threshold(threshold_flag: str | None, results: dict[str, float], 
     return value
 
 
-def record_threshold(trainer: Any, results: dict[str, float]) -> None:
-    """Keep the calibrated threshold next to the model, so a later --do_predict on this folder uses it."""
-    if "eval_best_threshold" in results and trainer.is_world_process_zero():
-        write_json(os.path.join(trainer.args.output_dir, THRESHOLD_FILE),
-                   {"null_score_diff_threshold": results["eval_best_threshold"], "best_f1": results["eval_best_f1"],
-                    "best_exact": results["eval_best_exact"], "evaluated_questions": results["eval_examples"]})
+def record_threshold(trainer: Any, results: dict[str, float], model_dir: str, update: bool) -> None:
+    """Keep the calibrated threshold next to the model, with the fingerprint of the weights it was calibrated
+    on, so a later run on this folder uses it for those weights only. A run that did not train keeps a model
+    folder's own threshold unless `update` (its best threshold is in eval_results.json either way)."""
+    if "eval_best_threshold" not in results or not trainer.is_world_process_zero():
+        return
+    out, trained = trainer.args.output_dir, trainer.args.do_train
+    path = os.path.join(out, THRESHOLD_FILE)
+    if not trained and not update and os.path.isfile(path) and is_model_folder(out):
+        logger.info("Kept the model folder's %s; this evaluation's best threshold %s is in eval_results.json "
+                    "(--update_model_folder replaces it)", path, results["eval_best_threshold"])
+        return
+    calibrated_on = out if trained else model_dir
+    write_json(path, {"null_score_diff_threshold": results["eval_best_threshold"], "best_f1": results["eval_best_f1"],
+                      "best_exact": results["eval_best_exact"], "evaluated_questions": results["eval_examples"],
+                      "model": os.path.abspath(calibrated_on) if os.path.isdir(calibrated_on) else calibrated_on,
+                      "weights_sha256": weights_fingerprint(calibrated_on)})
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,9 +6,15 @@ sections are appended by `QuestionAnsweringTrainer.create_model_card`, so a push
 
 from __future__ import annotations
 
+import logging
+import os
 import shlex
 from pathlib import Path
 from typing import Any
+
+from qakit.outputs import is_model_folder
+
+logger = logging.getLogger(__name__)
 
 ODDS = {"span": "null score minus best span score", "beam": "the answerability logit",
         "generate": "log-probability of the empty answer minus the best answer's"}
@@ -59,6 +65,8 @@ def write_card(trainer: Any, results: dict[str, float], reports: dict, arguments
                data_args: Any) -> None:
     """The model card (as HF's run_qa.py writes it, plus our scores, threshold, data and command), pushed to
     the hub with the model when --push_to_hub is given."""
+    if not trainer.args.push_to_hub and card_is_kept(trainer.args, data_args.update_model_folder):
+        return
     trainer.card_sections = card_sections(results, reports, arguments, trainer.head.name)
     kwargs = card_kwargs(model_args.model_name_or_path, data_args.dataset_name, data_args.dataset_config_name,
                          data_args.train_file or data_args.validation_file)
@@ -66,3 +74,12 @@ def write_card(trainer: Any, results: dict[str, float], reports: dict, arguments
         trainer.push_to_hub(**kwargs)
     elif trainer.args.should_save:
         trainer.create_model_card(**kwargs)
+
+
+def card_is_kept(args: Any, update: bool) -> bool:
+    """A run that did not train does not replace the card of the model folder it writes into, unless asked."""
+    card = os.path.join(args.output_dir, "README.md")
+    if args.do_train or update or not os.path.isfile(card) or not is_model_folder(args.output_dir):
+        return False
+    logger.info("Kept the model card %s (--update_model_folder replaces it with this run's)", card)
+    return True

@@ -1,0 +1,100 @@
+"""A run's files in --output_dir are one run's set, and a recorded threshold belongs to one set of weights.
+
+Before a run writes, the earlier files it would replace are removed: otherwise a folder shows one run's
+predictions beside another run's scores, null odds, threshold or pictures (HF's Trainer even merges them in
+all_results.json). A training run replaces the model, so everything that described the old one goes; a run
+that only evaluates or predicts replaces its own splits' files and keeps the model folder's calibrated
+threshold and card (`--update_model_folder` replaces them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from qakit.files import write_json
+
+logger = logging.getLogger(__name__)
+
+THRESHOLD_FILE = "null_threshold.json"  # the null threshold an evaluation calibrated, kept with the model
+ALL_RESULTS = "all_results.json"
+# per split prefix (train, eval, predict): the predictions, metrics and pictures the run writes for it
+SPLIT_FILES = ("predictions.json", "nbest_predictions.json", "null_odds.json", "span_predictions.json",
+               "results.json", "f1_vs_threshold.png", "pr_exact.png", "pr_f1.png", "pr_oracle.png")
+# what describes the trained model: replaced whenever a run trains
+MODEL_FILES = (THRESHOLD_FILE, "best_checkpoint.json", "training_loss.png", "training_eval.png")
+WEIGHT_PATTERNS = ("model*.safetensors", "pytorch_model*.bin", "adapter_model.safetensors", "adapter_model.bin")
+
+
+def clear_earlier_outputs(training_args: Any, asking: bool) -> None:
+    """Remove the earlier run's files this run replaces (from the process that writes them), and their keys in
+    all_results.json. Asked questions are printed, never written.
+
+    A folder that is not a model folder holds no calibrated threshold of its own: a threshold there is an
+    earlier evaluation's output and goes with its split."""
+    out = Path(training_args.output_dir)
+    if asking or not training_args.should_save or not out.is_dir():
+        return
+    model_replaced = training_args.do_train  # then every split's files described the old model
+    wanted = {"train": model_replaced, "eval": training_args.do_eval, "predict": training_args.do_predict}
+    splits = [split for split, yes in wanted.items() if yes or model_replaced] + ["run"]
+    names = [f"{split}_{name}" for split in splits for name in SPLIT_FILES]
+    if model_replaced:
+        names += MODEL_FILES
+    elif "eval" in splits and not is_model_folder(out):
+        names.append(THRESHOLD_FILE)
+    removed = [name for name in names if (out / name).is_file()]
+    for name in removed:
+        (out / name).unlink()
+    if _drop_results(out / ALL_RESULTS, splits, everything=model_replaced):
+        removed.append(ALL_RESULTS)
+    if removed:
+        logger.info("Removed the earlier run's %s from %s: this run writes them anew", ", ".join(removed), out)
+
+
+def _drop_results(path: Path, splits: list[str], everything: bool) -> bool:
+    """all_results.json without the keys of the splits this run writes (all of them when it trains)."""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        results = None  # damaged: nothing in it can be trusted
+    prefixes = tuple(f"{split}_" for split in splits)
+    if everything or not isinstance(results, dict):
+        path.unlink()
+        return True
+    kept = {key: value for key, value in results.items() if not key.startswith(prefixes)}
+    if len(kept) == len(results):
+        return False
+    write_json(str(path), kept, indent=4, sort_keys=True)
+    return True
+
+
+def weights_fingerprint(folder: str | Path) -> str | None:
+    """SHA-256 over the names and bytes of a model folder's weight files (None: a folder without weights,
+    or a hub id). Every byte is read: a fine-tune that changes only the answer head changes few of them."""
+    files = weight_files(folder)
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def weight_files(folder: str | Path) -> list[Path]:
+    path = Path(folder)
+    return sorted({f for pattern in WEIGHT_PATTERNS for f in path.glob(pattern) if f.is_file()}) \
+        if path.is_dir() else []
+
+
+def is_model_folder(folder: str | Path) -> bool:
+    """A saved model (config and weights), whose threshold and card are its own, not a run's outputs."""
+    return (Path(folder) / "config.json").is_file() and bool(weight_files(folder))
