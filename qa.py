@@ -68,6 +68,9 @@ class ModelArguments:
                 "head, as run_qa_beam_search.py), generate (encoder-decoder writes the answer, as "
                 "run_seq2seq_qa.py; also --predict_with_generate). auto: generate for a checkpoint saved as a "
                 "seq2seq LM, else span.", "choices": list(HEADS)})
+    allow_untrained_head: bool = field(default=False, metadata={
+        "help": "Evaluate or predict even when the answer head's weights are not in the checkpoint (they are "
+                "random then: for smoke tests only)."})
     start_n_top: int | None = field(default=None, metadata={
         "help": "Beam head: start positions kept per window (default: the config's, 5)."})
     end_n_top: int | None = field(default=None, metadata={
@@ -184,14 +187,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         launch.setup_logging(training_args, quiet=data_args.asking)
         stack.enter_context(hold_output_dir(training_args.output_dir, training_args.process_index == 0))
         checkpoint = find_checkpoint(training_args, overwrite)
-        clear_earlier_outputs(training_args, data_args.asking)  # a folder holds one run's files, not two runs'
         set_seed(training_args.seed)
         phases = Phases()
 
         # Load: questions, model, and how this model family and head are fed
         with phases.time("load"):
             raw, reports = squad_v2.load_questions(data_args, model_args.cache_dir, model_args.token)
-            model, tokenizer, head = load_model(model_args, training_args.predict_with_generate)
+            model, tokenizer, head = load_model(model_args, training_args)
             family = QAFamily.detect(model, tokenizer, data_args.max_seq_length, model_args.offsets_by_alignment)
             check_unknown_share(family, raw, model_args.tokenizer_name or model_args.model_name_or_path)
             head = head.prepare(family, model, data_args, training_args)
@@ -207,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                                   data_args.version_2_with_negative, threshold)
         trainer = build_trainer(model, tokenizer, family, head, train_features, eval_set, settings, data_args,
                                 training_args)
+        clear_earlier_outputs(training_args, data_args.asking)  # the input is sound: the earlier run's files go
         arguments = redacted(sys.argv[1:] if argv is None else argv)  # written into the card: no tokens
         results: dict[str, float] = {}
         with disk_errors(training_args.output_dir):

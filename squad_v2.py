@@ -52,6 +52,7 @@ ACCEPTED_LAYOUTS = (
 )
 _TYPE_NAMES = {str: "string", int: "integer", list: "list", dict: "object", bool: "true/false"}
 _REQUIRED = object()
+_INT32_END = 2**31  # FEATURES stores answer_start as int32
 
 Kind = type | tuple[type, ...]
 
@@ -96,12 +97,12 @@ class _Question:
 
 
 @contextmanager
-def _in_source(source: str) -> Iterator[None]:
-    """Prefix errors raised deep inside with the file or dataset they are about."""
+def _reworded(before: str = "", after: str = "") -> Iterator[None]:
+    """Add to errors raised deep inside what only the caller knows: the file or dataset, the question's id."""
     try:
         yield
     except SquadFormatError as err:
-        raise type(err)(f"{source}: {err}") from None
+        raise type(err)(f"{before}{err}{after}") from None
 
 
 def _kind_name(kind: Kind) -> str:
@@ -113,9 +114,23 @@ def _kind_name(kind: Kind) -> str:
 def _check_type(value: Any, kind: Kind, place: str) -> Any:
     """Catch wrong types here, with a place, instead of as a TypeError far downstream."""
     if type(value) in (kind if isinstance(kind, tuple) else (kind,)):  # exact type: a bool is no integer
-        return value
+        return _check_encodable(value, place) if type(value) is str else value
     got = "null" if value is None else _TYPE_NAMES.get(type(value), type(value).__name__)
-    raise SquadFormatError(f"{place}: is a {got}; make it a {_kind_name(kind)}")
+    wanted = _kind_name(kind)
+    raise SquadFormatError(f"{place}: is a {got}; make it {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}")
+
+
+def _check_encodable(text: str, place: str) -> str:
+    """JSON can escape half of a UTF-16 pair ("\\ud800") and json reads it, but it is no character: UTF-8 cannot
+    encode it, so tokenizers and every file written later would fail on it, far from here."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise SquadFormatError(
+            f"{place}: \\u{ord(text[err.start]):04x} at character {err.start} is half of a UTF-16 surrogate pair, "
+            "not a character (UTF-8 cannot encode it); write the character itself, or both halves of its pair"
+        ) from None
+    return text
 
 
 def _field(record: dict, key: str, kind: Kind, place: str, default: Any = _REQUIRED) -> Any:
@@ -146,43 +161,54 @@ def _answers(value: Any, place: str) -> list[tuple[str, int]]:
                 f"{place}: {len(texts)} texts but {len(starts)} answer_start values; "
                 "give one answer_start per text"
             )
-        return [
+        answers = [
             (_check_type(t, str, f"{place}.text[{k}]"), _check_type(s, int, f"{place}.answer_start[{k}]"))
             for k, (t, s) in enumerate(zip(texts, starts))
         ]
-    answers = []
-    for k, answer in enumerate(_check_type(value, list, place)):
-        a_place = f"{place}[{k}]"
-        _check_type(answer, dict, a_place)
-        answers.append((_field(answer, "text", str, a_place), _field(answer, "answer_start", int, a_place)))
+    else:
+        answers = []
+        for k, answer in enumerate(_check_type(value, list, place)):
+            a_place = f"{place}[{k}]"
+            _check_type(answer, dict, a_place)
+            answers.append((_field(answer, "text", str, a_place), _field(answer, "answer_start", int, a_place)))
+    return _check_offsets(answers, place)
+
+
+def _check_offsets(answers: list[tuple[str, int]], place: str) -> list[tuple[str, int]]:
+    """An answer_start beyond 32 bits points into no context and cannot be stored (FEATURES holds int32): refused
+    in every role. One that only misses its text is the answer checks' to report (and drop from train)."""
+    for k, (_, start) in enumerate(answers):
+        if not -_INT32_END <= start < _INT32_END:
+            raise SquadFormatError(
+                f"{place}[{k}]: answer_start {start} is no character offset (no context is that long); give the "
+                "offset in the context where the answer's text starts, counted from 0"
+            )
     return answers
 
 
-def _question(record: Any, title: str, context: str, place: str) -> _Question:
-    """Read one question; without "is_impossible" (v1.1, flat) it means "has no answers"."""
+def _question(record: Any, place: str, paragraph: tuple[str, str] | None = None) -> _Question:
+    """Read one question; a flat record (no `paragraph`) carries its own title and context. Without
+    "is_impossible" (v1.1, flat) it means "has no answers". Errors found after its id name the id too."""
     _check_type(record, dict, place)
-    answers = _answers(record["answers"], place) if "answers" in record else None
-    stated = _field(record, "is_impossible", bool, place, None)
-    if stated and answers:
-        raise SquadFormatError(
-            f'{place}: "is_impossible" is true but "answers" is not empty; '
-            'move them to "plausible_answers" or set "is_impossible" to false'
+    qid = str(_field(record, "id", (str, int), place))
+    with _reworded(after=f" (question id {qid})"):
+        title, context = paragraph or (_field(record, "title", str, place, ""), _text(record, "context", place))
+        answers = _answers(record["answers"], place) if "answers" in record else None
+        stated = _field(record, "is_impossible", bool, place, None)
+        if stated and answers:
+            raise SquadFormatError(
+                f'{place}: "is_impossible" is true but "answers" is not empty; '
+                'move them to "plausible_answers" or set "is_impossible" to false'
+            )
+        return _Question(
+            place=place,
+            id=qid,
+            title=title,
+            context=context,
+            question=_text(record, "question", place),
+            answers=answers,
+            is_impossible=stated if stated is not None else answers == [],
         )
-    return _Question(
-        place=place,
-        id=str(_field(record, "id", (str, int), place)),
-        title=title,
-        context=context,
-        question=_text(record, "question", place),
-        answers=answers,
-        is_impossible=stated if stated is not None else answers == [],
-    )
-
-
-def _flat_question(record: Any, place: str) -> _Question:
-    """A flat record carries its own title and context."""
-    _check_type(record, dict, place)
-    return _question(record, _field(record, "title", str, place, ""), _text(record, "context", place), place)
 
 
 def _official_questions(data: list) -> tuple[list[_Question], tuple[int, int]]:
@@ -195,7 +221,7 @@ def _official_questions(data: list) -> tuple[list[_Question], tuple[int, int]]:
             p_place = f"{place}.paragraphs[{p}]"
             context = _text(_check_type(paragraph, dict, p_place), "context", p_place)
             qas = _field(paragraph, "qas", list, p_place)
-            questions += [_question(qa, title, context, f"{p_place}.qas[{q}]") for q, qa in enumerate(qas)]
+            questions += [_question(qa, f"{p_place}.qas[{q}]", (title, context)) for q, qa in enumerate(qas)]
             paragraphs += 1
     return questions, (len(data), paragraphs)
 
@@ -216,10 +242,27 @@ def _read_text(path: str) -> str:
     return text
 
 
+def _loads(text: str) -> Any:
+    """json.loads, where the failures that are no JSONDecodeError (nesting deeper than Python's recursion limit; an
+    integer of more digits than Python converts, sys.get_int_max_str_digits) are one line too."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise SquadFormatError(
+            f"nested too deeply to be read (over Python's recursion limit, {sys.getrecursionlimit()} levels of [ and "
+            "{; a SQuAD file nests fewer than 10): it is no SQuAD file; check the path"
+        ) from None
+    except ValueError as err:
+        if isinstance(err, json.JSONDecodeError):
+            raise
+        raise SquadFormatError(f"cannot be read as JSON ({err.args[0].split(';')[0]}): no SQuAD field holds such "
+                               "a number; fix it") from None
+
+
 def _is_json(text: str) -> bool:
     """Tell JSON Lines from a JSON document with trailing garbage."""
     try:
-        json.loads(text)
+        _loads(text)
     except json.JSONDecodeError:
         return False
     return True
@@ -233,7 +276,7 @@ def _parse_jsonl(text: str) -> list[tuple[str, Any]]:
         if not line.strip():
             continue
         try:
-            records.append((f"line {number}", json.loads(line)))
+            records.append((f"line {number}", _loads(line)))
         except json.JSONDecodeError as err:
             raise SquadFormatError(
                 f"line {number}: not valid JSON at column {err.colno} ({err.msg}); "
@@ -245,7 +288,7 @@ def _parse_jsonl(text: str) -> list[tuple[str, Any]]:
 def _parse_json(text: str) -> tuple[Any, bool]:
     """Parse JSON, or JSON Lines when the first line is a complete value; returns (value, is_jsonl)."""
     try:
-        return json.loads(text), False
+        return _loads(text), False
     except json.JSONDecodeError as err:
         first_line = text.lstrip().split("\n", 1)[0]
         if err.msg == "Extra data" and _is_json(first_line):
@@ -274,18 +317,18 @@ def _parse_layout(text: str) -> tuple[str, str | None, list[_Question], tuple[in
     """Detect the layout from content; returns (layout, version, questions, nested shape or None)."""
     value, is_jsonl = _parse_json(text)
     if is_jsonl:
-        return "jsonl", None, [_flat_question(r, place) for place, r in value], None
+        return "jsonl", None, [_question(r, place) for place, r in value], None
     if _is_flat_record(value):
-        return "jsonl", None, [_flat_question(value, "line 1")], None
+        return "jsonl", None, [_question(value, "line 1")], None
     if isinstance(value, list) and value and _is_flat_record(value[0]):
-        return "flat", None, [_flat_question(r, f"[{i}]") for i, r in enumerate(value)], None
+        return "flat", None, [_question(r, f"[{i}]") for i, r in enumerate(value)], None
     if isinstance(value, dict) and isinstance(value.get("data"), list):
         data, version = value["data"], value.get("version")
         version = None if version is None else str(version)
         if not data or isinstance(data[0], dict) and "paragraphs" in data[0]:
             return "official", version, *_official_questions(data)
         if _is_flat_record(data[0]):
-            return "flat", version, [_flat_question(r, f"data[{i}]") for i, r in enumerate(data)], None
+            return "flat", version, [_question(r, f"data[{i}]") for i, r in enumerate(data)], None
     raise SquadFormatError(f"unknown layout ({_describe(value)}); accepted layouts: {ACCEPTED_LAYOUTS}")
 
 
@@ -411,7 +454,7 @@ def read_squad_file(path: str, role: str) -> tuple[datasets.Dataset, SquadReport
     """Read one local file in any accepted layout (detected by content) for the given role."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")
-    with _in_source(path):
+    with _reworded(f"{path}: "):
         layout, version, questions, shape = _parse_layout(_read_text(path))
         return _build(questions, path, layout, version, role, shape)
 
@@ -421,7 +464,7 @@ def read_records(path: str | None = None, records: list[dict] | None = None,
     """Questions given ad hoc: a JSON Lines file (`-`: standard input) or records, each `{question, context}`
     with `id` optional (q1, q2, ... by position), through the same checks as a SQuAD file."""
     source = "<stdin>" if path == "-" else path or "the command line"
-    with _in_source(source):
+    with _reworded(f"{source}: "):
         if path is None:
             placed = [("question", r) for r in records or []]
         else:
@@ -430,7 +473,7 @@ def read_records(path: str | None = None, records: list[dict] | None = None,
             raise SquadFormatError('no questions: give JSON Lines of {"question": ..., "context": ...}')
         placed = [(place, {"id": f"q{n}", **r} if isinstance(r, dict) else r)
                   for n, (place, r) in enumerate(placed, start=1)]
-        return _build([_flat_question(r, place) for place, r in placed], source, "jsonl", None, role, None)
+        return _build([_question(r, place) for place, r in placed], source, "jsonl", None, role, None)
 
 
 def _load_hub(
@@ -464,8 +507,8 @@ def _hub_split(name: str, role: str, split: datasets.Dataset,
             f"(id, title, context, question, answers) or local files with {FILE_OPTIONS}"
         )
     records = split.select_columns([c for c in FEATURES if c in split.column_names]).to_list()
-    with _in_source(source):
-        questions = [_flat_question(r, f"row {i}") for i, r in enumerate(records)]
+    with _reworded(f"{source}: "):
+        questions = [_question(r, f"row {i}") for i, r in enumerate(records)]
         return _build(questions, source, "hub", None, role, None)
 
 
@@ -499,8 +542,23 @@ def load_squad(
     loaded |= {role: read_squad_file(path, role) for role, path in files.items() if path}
     if not loaded:
         raise SquadFormatError(f"no data given; pass --dataset_name or {FILE_OPTIONS}")
+    if "train" in loaded:
+        _check_training_left(loaded["train"][1])
     roles = [role for role in ROLES if role in loaded]
     return datasets.DatasetDict({r: loaded[r][0] for r in roles}), {r: loaded[r][1] for r in roles}
+
+
+def _check_training_left(report: SquadReport) -> None:
+    """Training data whose every question was dropped for its answers would end in a KeyError far downstream, when
+    the training windows are made from nothing. (read_squad_file itself gives the empty split: it reads a file.)"""
+    if report.questions:
+        return
+    listing = "" if report.layout == "hub" else f" (python squad_v2.py {report.source} lists every problem)"
+    raise SquadFormatError(
+        f"{report.source}: no training question is left, so no training window: all {report.dropped_questions} were "
+        f"dropped for want of a valid answer ({report.dropped_answers} answer(s) whose answer_start does not point at "
+        f"their text; first: {report.problems[0]}); fix the answers{listing}"
+    )
 
 
 def load_questions(data_args: Any, cache_dir: str | None = None,

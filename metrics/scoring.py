@@ -23,6 +23,16 @@ def score_answers(ids: Iterable[str], answers: Iterable[Mapping], predictions: d
     return dict(score_v1(gold, predictions))
 
 
+def score_names(version_2_with_negative: bool) -> list[str]:
+    """The names of the scores `score_answers` reports (v2: HasAns_* and NoAns_* when the data has such questions),
+    read from scoring one answerable and one unanswerable question, so that a flag naming one
+    (--metric_for_best_model) is checked before a run against the scorer itself, not against a copied list."""
+    ids, golds, answers = ["a", "n"], [{"text": ["x"]}, {"text": []}], {"a": "x", "n": ""}
+    n = 2 if version_2_with_negative else 1  # v1.1 data has no unanswerable question
+    return list(score_answers(ids[:n], golds[:n], answers, answers, {"a": 0.0, "n": 0.0}, version_2_with_negative,
+                              0.0))
+
+
 def threshold_for_best_f1(scores: Mapping[str, float], null_odds: Mapping[str, float]) -> float:
     """A threshold that gives best_f1 when passed back: the official best_f1_thresh, except when answering
     nothing at all is best. The official sweep starts from "no answer anywhere" at threshold 0.0 and moves only

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from metrics.scoring import score_names
 from qakit import launch
 from qakit.errors import QAConfigError
 
@@ -42,6 +43,7 @@ def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None)
         raise QAConfigError(f"in {source}: {err}") from err
     _check_batch_sizes(training_args)
     _check_stopping(training_args)
+    _check_best_metric(training_args.metric_for_best_model, data_args.version_2_with_negative)
     if data_args.asking:
         _ask_only(data_args, training_args)
     if data_args.null_score_diff_threshold == "best" and not (training_args.do_eval and
@@ -124,6 +126,10 @@ def args_file_to_flags(path: str) -> list[str]:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise QAConfigError(f"{path}{where}: {getattr(err, 'problem', None) or err} (not valid YAML)") from err
+    except RecursionError as err:  # json and yaml both recurse per level of [ or {
+        raise QAConfigError(f"{path}: nested too deeply to be read (over Python's recursion limit, "
+                            f"{sys.getrecursionlimit()} levels): an arguments file is one mapping of argument names "
+                            "to values; check the path") from err
     if not isinstance(values, dict):
         raise QAConfigError(f"{path} must hold a mapping of argument names to values, e.g. "
                             "model_name_or_path: bert-base-uncased")
@@ -160,6 +166,26 @@ def _check_stopping(args: TrainingArguments) -> None:
     if not (args.load_best_model_at_end and args.metric_for_best_model):
         raise QAConfigError("--early_stopping_patience needs --load_best_model_at_end and --metric_for_best_model "
                             "(e.g. f1, exact, HasAns_f1), with --eval_strategy steps|epoch matching --save_strategy")
+
+
+def _check_best_metric(name: str | None, version_2_with_negative: bool) -> None:
+    """A metric the evaluation does not report is otherwise found at the first evaluation, after training has
+    started, and the checkpoint it left then stands in the corrected rerun's way. HF reads `f1` as `eval_f1`."""
+    if name is None:
+        return
+    reported, wanted = score_names(version_2_with_negative), name.removeprefix("eval_")
+    if wanted in reported:
+        return
+    if wanted == "loss":
+        why = " (HF's choice when --load_best_model_at_end comes without it); the evaluation computes no loss"
+    elif wanted in score_names(True):
+        why = ": only SQuAD v2.0 scoring (--version_2_with_negative) reports it"
+    else:
+        lowered = {r.lower(): r for r in reported}
+        close = difflib.get_close_matches(wanted.lower(), lowered, n=1, cutoff=0.5)
+        why = f" is not a score this run reports{f' (did you mean {lowered[close[0]]}?)' if close else ''}"
+    raise QAConfigError(f"--metric_for_best_model {name}{why}; pass one of {', '.join(reported)} (with or without "
+                        "eval_ before it)")
 
 
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")

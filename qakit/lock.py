@@ -10,6 +10,7 @@ file system), when it has not been touched for `STALE_AFTER` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -101,6 +102,7 @@ def hold_output_dir(output_dir: str, main_process: bool) -> Iterator[None]:
     if not main_process:
         yield
         return
+    created = not Path(output_dir).exists()
     path = acquire(output_dir)
     stop = threading.Event()
 
@@ -118,3 +120,6 @@ def hold_output_dir(output_dir: str, main_process: bool) -> Iterator[None]:
         stop.set()
         if (_read(path) or {}).get("pid") == os.getpid():
             path.unlink(missing_ok=True)
+        if created:  # a run that stopped before writing anything leaves no empty folder behind either
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()

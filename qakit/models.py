@@ -13,8 +13,9 @@ from typing import Any, Iterator
 import torch
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoTokenizer
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-from qakit.errors import QAConfigError
+from qakit.errors import QAConfigError, QAError
 from qakit.family import QAFamily, prepare_model
 from qakit.heads import SpanHead, resolve_head
 
@@ -36,8 +37,9 @@ def check_model_source(name: str, flag: str) -> None:
         raise QAConfigError(f"{flag} {name}: no such folder (and not a hub model id); check the path")
 
 
-def load_model(model_args: Any, predict_with_generate: bool) -> tuple[torch.nn.Module, Any, SpanHead]:
+def load_model(model_args: Any, training_args: Any) -> tuple[torch.nn.Module, Any, SpanHead]:
     """Config, tokenizer, and the model with the head it answers with (`qakit.heads`)."""
+    predict_with_generate = training_args.predict_with_generate
     check_model_source(model_args.model_name_or_path, "--model_name_or_path")
     for flag in ("config_name", "tokenizer_name"):
         if getattr(model_args, flag):
@@ -45,8 +47,15 @@ def load_model(model_args: Any, predict_with_generate: bool) -> tuple[torch.nn.M
     hub = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
            "trust_remote_code": model_args.trust_remote_code}
     config_source = model_args.config_name or model_args.model_name_or_path
+    check_remote_code(model_args)
     with damaged_files(config_source, "config.json", "--config_name", ValueError):  # valid JSON, wrong content
-        config = AutoConfig.from_pretrained(config_source, **hub)
+        try:
+            config = AutoConfig.from_pretrained(config_source, **hub)
+        except ValueError as err:
+            if "trust_remote_code" not in str(err):
+                raise
+            raise QAConfigError(f"{config_source}: the model brings its own code, which runs only when allowed: "
+                                "read it on the hub, then pass --trust_remote_code") from err
     head = resolve_head(config, model_args.answer_head, predict_with_generate)
     head.configure(config, model_args)
     logger.info("Answer head: %s", head.name)
@@ -69,10 +78,55 @@ def load_model(model_args: Any, predict_with_generate: bool) -> tuple[torch.nn.M
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
     with damaged_files(model_args.model_name_or_path, "weights", "--model_name_or_path", SafetensorError):
-        model = head.model_class(config).from_pretrained(model_args.model_name_or_path, config=config, **hub,
-                                                         **kwargs)
+        model, loading = head.model_class(config).from_pretrained(model_args.model_name_or_path, config=config,
+                                                                  output_loading_info=True, **hub, **kwargs)
+    check_answer_head(model, loading["missing_keys"], model_args, head.name, training_args.do_train)
     prepare_model(model, tokenizer, generative=head.generative)
     return model, tokenizer, head
+
+
+def check_answer_head(model: torch.nn.Module, missing: list[str], model_args: Any, head: str, training: bool) -> None:
+    """A head the checkpoint lacks starts from random weights: fine to train, noise to evaluate (its answers
+    change with --seed, and only the loader's table of missing keys says so)."""
+    base = {id(p) for p in model.base_model.parameters()} if model.base_model is not model else None
+    untrained = [name for name, p in model.named_parameters() if base is not None and id(p) not in base
+                 and name in set(missing)]
+    source = model_args.model_name_or_path
+    if not untrained:
+        return
+    if training:
+        logger.info("Training the answer head from fresh weights (%s: not in %s)", ", ".join(untrained), source)
+    elif model_args.allow_untrained_head:
+        logger.warning("The answer head's weights (%s) are not in %s: answering with random ones "
+                       "(--allow_untrained_head), so the answers are noise", ", ".join(untrained), source)
+    else:
+        raise QAConfigError(
+            f"the {head} answer head's weights ({', '.join(untrained)}) are not in {source}: it was not fine-tuned "
+            f"to answer this way, so its answers would be random. Pass a model fine-tuned for question answering "
+            f"(or train this one with --do_train); if it was saved with another --answer_head, pass that one; "
+            f"--allow_untrained_head answers anyway (a smoke test)")
+
+
+def check_remote_code(model_args: Any) -> None:
+    """A local model folder (or --config_name folder) whose config.json names a model type transformers does not
+    know, mapped by `auto_map` to code in the folder, loads only with --trust_remote_code. Said in one line naming
+    the folder and the files to read first; transformers' ValueError would be reported as a damaged config.json."""
+    if model_args.trust_remote_code:
+        return
+    source = model_args.config_name or model_args.model_name_or_path
+    try:
+        config = json.loads((Path(source).expanduser() / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return  # a hub id, or a config.json that qakit.models reports as damaged
+    auto_map = config.get("auto_map") if isinstance(config, dict) else None
+    if not isinstance(auto_map, dict) or "AutoConfig" not in auto_map or config.get("model_type") in CONFIG_MAPPING:
+        return
+    references = [r for value in auto_map.values() for r in (value if isinstance(value, list) else [value])]
+    files = sorted({r.split("--")[-1].rsplit(".", 1)[0] + ".py" for r in references if isinstance(r, str)})
+    flag = "--config_name" if model_args.config_name else "--model_name_or_path"
+    raise QAConfigError(f"{flag} {source}: its config.json has model_type {config.get('model_type')!r}, which "
+                        f"transformers does not know, and maps it (auto_map) to code in the folder ({', '.join(files)})"
+                        " that runs only when allowed: read that code, then pass --trust_remote_code")
 
 
 def _damaged_tokenizer(source: str, err: Exception) -> QAConfigError:
@@ -87,7 +141,7 @@ def damaged_files(source: str, what: str, flag: str, errors: type[Exception]) ->
     try:
         yield
     except errors as err:
-        if not Path(source).is_dir():
+        if isinstance(err, QAError) or not Path(source).is_dir():
             raise
         raise QAConfigError(f"the {what} in {source} cannot be read ({' '.join(str(err).split())}): the file is "
                             f"damaged or cut short (an interrupted copy?); copy the model folder again, or pass "

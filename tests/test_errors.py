@@ -63,6 +63,8 @@ def test_unknown_flag_is_named_with_a_suggestion(bert, data, tmp_path, capsys):
     ("args.yaml", "- just\n- a list\n", ("args.yaml must hold a mapping",)),
     ("args.yaml", "model_name_or_path: m\noutput_dir: o\nvalidation_file: d\nmax_seq_lenght: 64\n",
      ("unknown argument(s) in", "args.yaml", "--max_seq_lenght")),
+    pytest.param("args.json", "[" * 200_000, ("args.json: nested too deeply", "check the path"), id="json-nested"),
+    pytest.param("args.yaml", "[" * 200_000, ("args.yaml: nested too deeply", "check the path"), id="yaml-nested"),
 ])
 def test_bad_arguments_file(tmp_path, capsys, name, text, words):
     path = tmp_path / name
@@ -369,3 +371,247 @@ def test_two_runs_into_one_folder_at_once_one_trains_the_other_is_refused(bert, 
     assert state["global_step"] == 300 and (out / "model.safetensors").is_file()
     assert json.loads((out / "train_results.json").read_text())["train_samples"] > 0
     assert not (out / ".qa-lock").exists()
+
+
+# ---- data that json reads but nothing after it can use; flags and models found wrong only mid-run ----------------
+
+
+def _edited(path: Path, edit, version: str = "v2.0") -> Path:
+    """A squad_file whose parsed JSON `edit` changed (json.dumps writes a lone surrogate as its \\u escape)."""
+    raw = json.loads(squad_file(path, version=version).read_text())
+    edit(raw)
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def _nothing_in(folder: Path) -> bool:
+    """Nothing written: the folder is absent, or empty (the run's lock made it, and is gone)."""
+    return not folder.exists() or not any(folder.iterdir())
+
+
+def _paragraph(raw: dict) -> dict:
+    return raw["data"][0]["paragraphs"][0]
+
+
+@pytest.mark.parametrize("field,words", [
+    ("question", ('data[0].paragraphs[0].qas[1]: "question"', "question id p0q1")),
+    ("text", ('data[0].paragraphs[0].qas[1].answers[0]: "text"', "question id p0q1")),
+    ("context", ('data[0].paragraphs[0]: "context"',)),
+])
+def test_a_lone_surrogate_is_refused_naming_the_place(bert, tmp_path, capsys, field, words):
+    """json reads "\\ud800" (half of a UTF-16 pair) as a str that UTF-8 cannot encode: Arrow, the tokenizer or the
+    prediction files failed on it with a UnicodeEncodeError traceback."""
+    def edit(raw):
+        holder = _paragraph(raw) if field == "context" else _paragraph(raw)["qas"][1]
+        holder = holder["answers"][0] if field == "text" else holder
+        holder[field] = holder[field] + " \ud800"
+
+    data = _edited(tmp_path / "data.json", edit)
+    code, err = run(eval_args(bert, data, tmp_path / "o"), capsys)
+    one_clear_line(code, err, str(data), *words, "\\ud800", "half of a UTF-16 surrogate pair", "write the character")
+    assert _nothing_in(tmp_path / "o")
+
+
+def test_json_nested_200000_levels_deep_is_one_line(bert, tmp_path, capsys):
+    """json.loads raised RecursionError, a traceback."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000)
+    code, err = run(eval_args(bert, deep, tmp_path / "o"), capsys)
+    one_clear_line(code, err, str(deep), "nested too deeply", "check the path")
+
+
+@pytest.mark.parametrize("role", ["train", "validation"])
+@pytest.mark.parametrize("start", [10**20, -10**20, 2**31, True], ids=["1e20", "-1e20", "2**31", "true"])
+def test_an_answer_start_no_context_can_hold_is_one_line_naming_the_question(bert, tmp_path, capsys, role, start):
+    """10**20 and 2**31 overflowed Arrow's int32 in an evaluation file (a traceback); a bool was refused without
+    the question's id. An answer_start that only misses its text stays a warning (dropped from train, kept
+    elsewhere): -1, or one past the context, is such a slip."""
+    data = _edited(tmp_path / "data.json", lambda raw: _paragraph(raw)["qas"][1]["answers"][0].update(
+        answer_start=start))
+    args = eval_args(bert, data, tmp_path / "o")
+    if role == "train":
+        args = [*args[:2], "--train_file", data, "--do_train", *args[5:]]
+    code, err = run(args, capsys)
+    words = ('"answer_start": is a true/false; make it an integer',) if start is True else (
+        f"answer_start {start} is no character offset", "counted from 0")
+    one_clear_line(code, err, str(data), "data[0].paragraphs[0].qas[1].answers[0]", "question id p0q1", *words)
+
+
+def test_a_training_file_whose_every_answer_is_bad_is_one_line(bert, tmp_path, capsys):
+    """Every question dropped for its answers left an empty training split, and the run ended in
+    `KeyError: 'Field "input_ids" does not exist in schema'` when the windows were made."""
+    def shift(raw):
+        for article in raw["data"]:
+            for paragraph in article["paragraphs"]:
+                for qa in paragraph["qas"]:
+                    for answer in qa["answers"]:
+                        answer["answer_start"] += 1
+
+    data = _edited(tmp_path / "train.json", shift, version="1.1")
+    out = tmp_path / "o"
+    code, err = run(["--model_name_or_path", bert, "--train_file", data, "--do_train", "--max_seq_length", "64",
+                     "--doc_stride", "16", "--report_to", "none", "--use_cpu", "true", "--output_dir", out], capsys)
+    one_clear_line(code, err, str(data), "no training question is left, so no training window",
+                   "all 5 were dropped", "5 answer(s) whose answer_start does not point at their text",
+                   'answer_start 66 does not point at "Mara Olsen"')
+    assert _nothing_in(out)
+
+
+@pytest.mark.parametrize("metric,v2,words", [
+    ("HasAns_f1", False, ("only SQuAD v2.0 scoring (--version_2_with_negative) reports it", "exact_match, f1")),
+    ("f2", True, ("is not a score this run reports (did you mean f1?)", "HasAns_f1", "NoAns_f1", "best_f1")),
+    ("eval_exact", False, ("only SQuAD v2.0 scoring", "pass one of exact_match, f1")),
+    (None, True, ("--metric_for_best_model loss", "the evaluation computes no loss", "exact, f1")),
+])
+def test_a_best_model_metric_the_run_will_not_report_is_refused_before_training(bert, data, tmp_path, capsys, metric,
+                                                                                v2, words):
+    """Found at the first evaluation, after training had started and written a checkpoint that stood in the
+    corrected rerun's way. (Without the flag, --load_best_model_at_end makes HF pick `loss`, which is not computed.)"""
+    out = tmp_path / "o"
+    args = ["--model_name_or_path", bert, "--train_file", data, "--validation_file", data, "--do_train", "--do_eval",
+            "--eval_strategy", "steps", "--eval_steps", "1", "--save_steps", "1", "--load_best_model_at_end",
+            "--max_steps", "2", "--report_to", "none", "--use_cpu", "true", "--output_dir", out]
+    args += ["--metric_for_best_model", metric] if metric else []
+    args += ["--version_2_with_negative"] if v2 else []
+    if not v2:
+        data.write_bytes(squad_file(tmp_path / "v1.json", version="1.1").read_bytes())
+    code, err = run(args, capsys)
+    one_clear_line(code, err, *words)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("metric,v2", [("f1", False), ("eval_exact_match", False), ("HasAns_f1", True),
+                                       ("eval_best_f1", True), ("NoAns_exact", True)])
+def test_the_metrics_the_run_reports_are_accepted(metric, v2):
+    argv = ["--model_name_or_path", "m", "--validation_file", "d.json", "--do_eval", "--output_dir", "o",
+            "--metric_for_best_model", metric, *(["--version_2_with_negative"] if v2 else [])]
+    assert flags.parse_args(qa.ARGUMENTS, argv)[2].metric_for_best_model == metric
+
+
+def _with_remote_code(bert: Path, folder: Path) -> Path:
+    """The tiny BERT as a model of its own type, whose config and class are code in the folder (auto_map)."""
+    shutil.copytree(bert, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config |= {"model_type": "tiny-custom-bert", "auto_map": {
+        "AutoConfig": "configuration_custom.CustomConfig",
+        "AutoModelForQuestionAnswering": "modeling_custom.CustomForQuestionAnswering"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "configuration_custom.py").write_text(
+        "from transformers import BertConfig\n\n\nclass CustomConfig(BertConfig):\n"
+        "    model_type = 'tiny-custom-bert'\n")
+    (folder / "modeling_custom.py").write_text(
+        "from transformers import BertForQuestionAnswering\n\nfrom .configuration_custom import CustomConfig\n\n\n"
+        "class CustomForQuestionAnswering(BertForQuestionAnswering):\n    config_class = CustomConfig\n")
+    return folder
+
+
+def test_a_model_with_its_own_code_names_the_folder_and_trust_remote_code(bert, data, tmp_path, capsys):
+    """transformers' ValueError ("contains custom code which must be executed") was reported as a damaged
+    config.json, with the fix of copying the folder again."""
+    custom = _with_remote_code(bert, tmp_path / "custom")
+    code, err = run(eval_args(custom, data, tmp_path / "o"), capsys)
+    line = one_clear_line(code, err, f"--model_name_or_path {custom}", "'tiny-custom-bert'", "configuration_custom.py, "
+                          "modeling_custom.py", "read that code, then pass --trust_remote_code")
+    assert "damaged" not in line
+    assert not (tmp_path / "o").exists()
+
+
+# ---- the scorers' command lines ---------------------------------------------------------------------------------
+
+
+def _score(version: str, *argv: object) -> tuple[int | str | None, str]:
+    """metrics/squad{_v2}/compute_score.py's command line in this process: (exit: None, or sys.exit's argument, a
+    message for exit status 1), stdout."""
+    import contextlib
+    import io
+
+    from metrics.squad.compute_score import main as v1_main
+    from metrics.squad_v2.compute_score import main as v2_main
+
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            (v2_main if version == "v2" else v1_main)([str(a) for a in argv])
+    except SystemExit as stop:
+        return stop.code, out.getvalue()
+    return None, out.getvalue()
+
+
+def _squad(path: Path, version: str, ids: list, answers: list | None = None) -> Path:
+    """An official-layout data file, one question per id; `answers`: each one's gold texts (default ["cat"])."""
+    answers = answers or [["cat"]] * len(ids)
+    qas = [{"id": qid, "question": "?", "answers": [{"text": t, "answer_start": 4} for t in texts]}
+           for qid, texts in zip(ids, answers)]
+    data = [{"title": "t", "paragraphs": [{"context": "the cat sat", "qas": qas}]}] if ids else []
+    path.write_text(json.dumps({"version": version, "data": data}))
+    return path
+
+
+def _one_error(exit_code: object, *words: str) -> str:
+    assert isinstance(exit_code, str) and exit_code.startswith("error: "), exit_code  # exit status 1
+    assert "\n" not in exit_code
+    for word in words:
+        assert word in exit_code, exit_code
+    return exit_code
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_scorers_say_an_empty_data_file_leaves_nothing_to_score(tmp_path, version):
+    """Both official scripts (and ours) divided by zero: ZeroDivisionError."""
+    data = _squad(tmp_path / "dev.json", "1.1" if version == "v1" else "v2.0", [])
+    (tmp_path / "pred.json").write_text("{}")
+    code, out = _score(version, data, tmp_path / "pred.json")
+    _one_error(code, str(data), "holds no questions", "nothing to score")
+    assert out == ""
+
+
+def test_scorers_read_integer_question_ids_as_the_prediction_file_writes_them(tmp_path):
+    """JSON keys are strings: a data file's id 7 is predicted as "7". v2 died with a TypeError joining the ids it
+    called missing; v1 scored every question 0."""
+    data_v1 = _squad(tmp_path / "dev1.json", "1.1", [7, 8])
+    data_v2 = _squad(tmp_path / "dev2.json", "v2.0", [7, 8], [["cat"], []])
+    (tmp_path / "pred.json").write_text(json.dumps({"7": "cat", "8": ""}))
+    (tmp_path / "na.json").write_text(json.dumps({"7": 0.1, "8": 0.9}))
+    code, out = _score("v1", data_v1, tmp_path / "pred.json")
+    assert code is None and json.loads(out) == {"exact_match": 50.0, "f1": 50.0}
+    code, out = _score("v2", data_v2, tmp_path / "pred.json", "-n", tmp_path / "na.json")
+    assert code is None
+    assert {k: json.loads(out)[k] for k in ("exact", "HasAns_total", "NoAns_total")} == {
+        "exact": 100.0, "HasAns_total": 1, "NoAns_total": 1}
+
+
+@pytest.mark.parametrize("value", ["1" + "0" * 400, "1" + "0" * 400 + ".5"], ids=["int-401-digits", "float-401-digits"])
+def test_scorers_refuse_null_odds_beyond_a_float(tmp_path, value):
+    """A 401-digit integer is read exactly by json and overflowed in math.isfinite (OverflowError); the same with a
+    fraction is read as inf."""
+    data = _squad(tmp_path / "dev.json", "v2.0", ["q1", "q2"], [["cat"], []])
+    (tmp_path / "pred.json").write_text(json.dumps({"q1": "cat", "q2": ""}))
+    na = tmp_path / "na.json"
+    na.write_text('{"q1": ' + value + ', "q2": 0.5}')
+    code, _ = _score("v2", data, tmp_path / "pred.json", "-n", na)
+    _one_error(code, str(na), "1 value(s) are NaN or infinite, e.g. ids q1;", "within a float's range")
+
+
+def test_scorer_out_file_in_a_missing_folder_is_one_line_and_writes_nothing(tmp_path):
+    """open() raised FileNotFoundError after the scores were computed (a traceback); now checked first, and the
+    file itself is written whole or not at all."""
+    data = _squad(tmp_path / "dev.json", "v2.0", ["q1"])
+    (tmp_path / "pred.json").write_text(json.dumps({"q1": "cat"}))
+    missing = tmp_path / "no" / "such" / "eval.json"
+    code, _ = _score("v2", data, tmp_path / "pred.json", "-o", missing)
+    _one_error(code, str(missing), f"there is no folder {missing.parent}", "create it")
+    assert not (tmp_path / "no").exists()
+    code, _ = _score("v2", data, tmp_path / "pred.json", "-o", tmp_path / "eval.json")
+    assert code is None and json.loads((tmp_path / "eval.json").read_text())["exact"] == 100.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.json", "eval.json", "pred.json"]
+
+
+@pytest.mark.parametrize("version,which", [("v2", "data"), ("v2", "pred"), ("v1", "pred")])
+def test_scorers_refuse_json_nested_200000_levels_deep(tmp_path, version, which):
+    data = _squad(tmp_path / "dev.json", "1.1" if version == "v1" else "v2.0", ["q1"])
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps({"q1": "cat"}))
+    deep = data if which == "data" else pred
+    deep.write_text("[" * 200_000)
+    code, _ = _score(version, data, pred)
+    _one_error(code, str(deep), "nested too deeply")

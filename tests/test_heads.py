@@ -78,3 +78,44 @@ def test_beam_head_trains_evaluates_and_reloads(name, tmp_path, capsys):
         assert spans[qid] == rows[0]["text"]
         assert preds[qid] == ("" if odds[qid] > 0.0 else spans[qid])
     assert math.isfinite(read_json(out / "eval_results.json")["eval_best_f1"])
+
+
+def base_only(model_dir, dest):
+    """The model folder without its answer head, as a pretrained checkpoint ships (MiniLM's package is one)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    AutoModel.from_pretrained(model_dir).save_pretrained(dest)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(dest)
+    return dest
+
+
+@pytest.mark.slow
+def test_an_answer_head_the_checkpoint_lacks_is_refused_for_answering_and_trained_afresh(tmp_path, capsys, caplog):
+    """Evaluation with a random head gives answers that change with --seed and exit 0; now it is one line naming
+    the missing weights, unless --allow_untrained_head. Training may start from a fresh head (logged)."""
+    bert = base_only(tiny_models.build_tiny("Bert", tmp_path / "qa"), tmp_path / "base")
+    data = squad_file(tmp_path / "d.json")
+    common = ["--validation_file", data, "--version_2_with_negative", "--do_eval", "--max_seq_length", 48,
+              "--doc_stride", 8, "--report_to", "none", "--model_name_or_path", bert]
+    code, err = run_cli([*common, "--output_dir", tmp_path / "o"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"the span answer head's weights (qa_outputs.weight, qa_outputs.bias) are not in {bert}" in err
+    assert "--do_train" in err and not list((tmp_path / "o").glob("*"))
+    code, err = run_cli([*common, "--output_dir", tmp_path / "smoke", "--allow_untrained_head"], capsys)
+    assert code == 0 and (tmp_path / "smoke" / "eval_predictions.json").is_file()
+    with caplog.at_level("INFO", logger="qa"):
+        code, err = run_cli([*common, "--output_dir", tmp_path / "t", "--train_file", data, "--do_train",
+                             "--max_steps", 1, "--save_strategy", "no"], capsys)
+    assert code == 0 and "Training the answer head from fresh weights (qa_outputs.weight" in caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("saved,asked,missing", [("XLNetForQuestionAnswering", "span", "qa_outputs.weight"),
+                                                 ("XLNetForQuestionAnsweringSimple", "beam", "start_logits.dense")])
+def test_the_head_asked_for_must_be_the_one_saved(saved, asked, missing, tmp_path, capsys):
+    model = tiny_models.build_tiny("XLNet", tmp_path / "m", class_name=saved)
+    code, err = run_cli(["--model_name_or_path", model, "--answer_head", asked, "--validation_file",
+                         squad_file(tmp_path / "d.json"), "--version_2_with_negative", "--do_eval", "--report_to",
+                         "none", "--max_seq_length", 48, "--doc_stride", 8, "--output_dir", tmp_path / "o"], capsys)
+    assert code == 2 and f"the {asked} answer head's weights (" in err and missing in err
+    assert "if it was saved with another --answer_head, pass that one" in err

@@ -48,13 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("prediction_file", help="Prediction File")
     args = parser.parse_args(argv)
     try:
-        dataset = squad_common.read_json(args.dataset_file)
-        if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
-            raise squad_common.ScoreInputError(f"{args.dataset_file} has no 'data' list: it is not a SQuAD data file")
-        if dataset.get("version") != EXPECTED_VERSION:
-            print(f"Evaluation expects v-{EXPECTED_VERSION}, but got dataset with v-{dataset.get('version')}",
-                  file=sys.stderr)
-        gold = squad_common.gold_from_dataset(dataset["data"], args.dataset_file)
+        version, gold = squad_common.read_gold(args.dataset_file)
+        if version != EXPECTED_VERSION:
+            print(f"Evaluation expects v-{EXPECTED_VERSION}, but got dataset with v-{version}", file=sys.stderr)
         preds = squad_common.read_json(args.prediction_file)
         squad_common.check_predictions(preds, args.prediction_file)
         result = score_v1(gold, preds)

@@ -8,6 +8,7 @@ The numbers need only the standard library; the pictures of --out-image-dir are 
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Mapping
 from functools import partial
@@ -19,7 +20,6 @@ else:  # run as a script: this file's directory is on sys.path
     import squad_common
 
 _f1 = partial(squad_common.token_f1, empty_is_no_answer=True)
-_SHOWN_IDS = 5
 
 
 class MissingPredictionsError(squad_common.ScoreInputError):
@@ -30,8 +30,8 @@ def _require_every_question(gold: Mapping[str, object], values: Mapping[str, obj
     """Fail loudly (the official script dies with a bare KeyError) naming the missing ids."""
     missing = [qid for qid in gold if qid not in values]
     if missing:
-        shown = ", ".join(missing[:_SHOWN_IDS]) + (", ..." if len(missing) > _SHOWN_IDS else "")
-        raise MissingPredictionsError(f"no {what} for {len(missing)} of {len(gold)} questions: {shown}")
+        raise MissingPredictionsError(f"no {what} for {len(missing)} of {len(gold)} questions: "
+                                      f"{squad_common.shown_ids(missing)}")
 
 
 def _raw_scores(gold: Mapping[str, list[str]], preds: Mapping[str, str]) -> tuple[dict[str, int], dict[str, float]]:
@@ -220,10 +220,26 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _data(dataset: object, path: str) -> list:
-    if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
-        raise squad_common.ScoreInputError(f"{path} has no 'data' list: it is not a SQuAD data file")
-    return dataset["data"]
+def _check_out_folder(out_file: str | None) -> None:
+    """Refuse an --out-file in a folder that is not there before anything is scored or drawn."""
+    folder = os.path.dirname(os.path.abspath(out_file or "."))
+    if not os.path.isdir(folder):
+        raise squad_common.ScoreInputError(f"cannot write --out-file {out_file}: there is no folder {folder}; "
+                                           "create it, or give another --out-file")
+
+
+def _write_out_file(result: dict, out_file: str) -> None:
+    """The metrics file is whole or absent: written beside its place under a temporary name, then renamed."""
+    folder, name = os.path.split(os.path.abspath(out_file))
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(result, handle)
+        os.replace(temporary, out_file)
+    except OSError as error:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        sys.exit(f"error: cannot write --out-file {out_file} ({error.strerror or error}); give a writable file path")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -232,8 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.out_image_dir and not args.na_prob_file:
         print("note: --out-image-dir needs --na-prob-file; no pictures drawn", file=sys.stderr)
     try:
-        gold = squad_common.gold_from_dataset(_data(squad_common.read_json(args.data_file), args.data_file),
-                                              args.data_file)
+        _check_out_folder(args.out_file)
+        _, gold = squad_common.read_gold(args.data_file)
         preds = squad_common.read_json(args.pred_file)
         squad_common.check_predictions(preds, args.pred_file)
         na_probs = squad_common.read_json(args.na_prob_file) if args.na_prob_file else None
@@ -247,8 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         result.update({f"{name}_ap": 100.0 * curve.average_precision for name, curve in curves.items()})
         _draw_images(args.out_image_dir, curves, gold, na_probs)
     if args.out_file:
-        with open(args.out_file, "w", encoding="utf-8") as handle:
-            json.dump(result, handle)
+        _write_out_file(result, args.out_file)
     else:
         print(json.dumps(result, indent=2))
 

@@ -70,8 +70,9 @@ class ScoreInputError(ValueError):
     """An input the scores cannot be computed from; the message names the file or ids and the fix."""
 
 
-def _shown(ids: list[str]) -> str:
-    return ", ".join(ids[:_SHOWN]) + (", ..." if len(ids) > _SHOWN else "")
+def shown_ids(ids: list) -> str:
+    """The first few ids, for a message (ids given in Python may be integers)."""
+    return ", ".join(map(str, ids[:_SHOWN])) + (", ..." if len(ids) > _SHOWN else "")
 
 
 def read_json(path: str) -> Any:
@@ -85,13 +86,32 @@ def read_json(path: str) -> Any:
         raise ScoreInputError(f"{path} line {error.lineno}, column {error.colno}: {error.msg} (not valid JSON)") from error
     except UnicodeDecodeError as error:
         raise ScoreInputError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from error
+    except RecursionError as error:  # json recurses per level of [ or {
+        raise ScoreInputError(f"{path} is nested too deeply to be read (over Python's recursion limit): it is not a "
+                              "SQuAD data, prediction or no-answer file; check the path") from error
+    except ValueError as error:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise ScoreInputError(f"{path} cannot be read as JSON ({str(error).split(';')[0]}); fix that number") from error
+
+
+def read_gold(path: str) -> tuple[Any, dict[str, list[str]]]:
+    """A SQuAD data file's version and its gold answers (id -> texts); one without questions leaves nothing to
+    score (the official scripts divide by zero)."""
+    dataset = read_json(path)
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
+        raise ScoreInputError(f"{path} has no 'data' list: it is not a SQuAD data file")
+    gold = gold_from_dataset(dataset["data"], path)
+    if not gold:
+        raise ScoreInputError(f"{path} holds no questions: there is nothing to score; give the data file the "
+                              "predictions were made for")
+    return dataset.get("version"), gold
 
 
 def gold_from_dataset(articles: list[dict[str, Any]], source: str = "the data file") -> dict[str, list[str]]:
-    """Flatten the official nested SQuAD 'data' list to id -> gold answer texts, in file order."""
+    """Flatten the official nested SQuAD 'data' list to id -> gold answer texts, in file order. Ids are read as
+    strings, as the keys of the prediction file (JSON) are: an integer id 7 is predicted as "7"."""
     try:
         return {
-            qa["id"]: [answer["text"] for answer in qa["answers"]]
+            str(qa["id"]): [answer["text"] for answer in qa["answers"]]
             for article in articles
             for paragraph in article["paragraphs"]
             for qa in paragraph["qas"]
@@ -109,7 +129,7 @@ def check_predictions(preds: Any, source: str = "the predictions") -> None:
     if bad:
         kinds = sorted({type(preds[qid]).__name__ for qid in bad})
         raise ScoreInputError(f"{source}: {len(bad)} answer(s) are not strings ({', '.join(kinds)}), e.g. ids "
-                              f"{_shown(bad)}; an answer is a text, \"\" for no answer")
+                              f"{shown_ids(bad)}; an answer is a text, \"\" for no answer")
 
 
 def check_na_probs(na_probs: Any, source: str = "the no-answer probabilities") -> None:
@@ -118,11 +138,20 @@ def check_na_probs(na_probs: Any, source: str = "the no-answer probabilities") -
         raise ScoreInputError(f"{source} must map question ids to numbers, not a {type(na_probs).__name__}")
     bad = [qid for qid, p in na_probs.items() if isinstance(p, bool) or not isinstance(p, (int, float))]
     if bad:
-        raise ScoreInputError(f"{source}: {len(bad)} value(s) are not numbers, e.g. ids {_shown(bad)}")
-    odd = [qid for qid, p in na_probs.items() if not math.isfinite(p)]
+        raise ScoreInputError(f"{source}: {len(bad)} value(s) are not numbers, e.g. ids {shown_ids(bad)}")
+    odd = [qid for qid, p in na_probs.items() if not _finite_as_float(p)]
     if odd:
-        raise ScoreInputError(f"{source}: {len(odd)} value(s) are NaN or infinite, e.g. ids {_shown(odd)}; "
-                              "the model that wrote them gave non-finite scores")
+        raise ScoreInputError(f"{source}: {len(odd)} value(s) are NaN or infinite, e.g. ids {shown_ids(odd)}; "
+                              "give finite numbers within a float's range (the model that wrote them gave "
+                              "non-finite scores?)")
+
+
+def _finite_as_float(number: float) -> bool:
+    """Finite, also as a float: JSON reads a 400-digit integer exactly, and float() of it overflows."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
 
 
 def gold_from_references(references: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
