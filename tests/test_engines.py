@@ -322,17 +322,21 @@ def test_bf16_weights_and_gradient_checkpointing_are_in_force(tmp_path, capsys, 
 
 
 @pytest.mark.slow
-def test_sigterm_during_sharded_training_checkpoints_and_resumes_exactly(sharding_setup, tmp_path):
-    """FSDP2 over two CPU processes, SIGTERM to rank 0 at a random step: both ranks stop after that step with one
-    sharded checkpoint there and status 75; the same command resumes from it and ends on the uninterrupted
-    run's weights exactly."""
+@pytest.mark.parametrize("engine,name", [("fsdp", "Bert"), ("zero3", "Llama")])
+def test_sigterm_during_sharded_training_checkpoints_and_resumes_exactly(engine, name, sharding_setup, tmp_path):
+    """FSDP2 or DeepSpeed ZeRO-3 over two CPU processes, SIGTERM to rank 0 at a random step: both ranks stop after
+    that step with one sharded checkpoint there and status 75; the same command resumes from it and ends on the
+    uninterrupted run's weights: exactly under FSDP; under DeepSpeed within 1e-4, as its ordinary resume from a
+    checkpoint (`test_sharded_training_matches_ddp_saves_whole_and_resumes`)."""
+    if engine != "fsdp":
+        pytest.importorskip("deepspeed")
     from safetensors.torch import load_file
 
     from qakit.preemption import PREEMPTED_STATUS
 
     data, reference = sharding_setup
-    model, _ = reference("Bert")
-    args = ["--do_train", "--max_steps", "6", "--logging_steps", "1", "--save_strategy", "no", *ENGINES["fsdp"]]
+    model, _ = reference(name)
+    args = ["--do_train", "--max_steps", "6", "--logging_steps", "1", "--save_strategy", "no", *ENGINES[engine]]
     _sharded([*_flags(model, data, tmp_path / "full"), *args])
     stopped = tmp_path / "stopped"
     at = random.Random().randint(1, 4)
@@ -341,7 +345,10 @@ def test_sigterm_during_sharded_training_checkpoints_and_resumes_exactly(shardin
     assert status != 0 and f"exitcode  : {PREEMPTED_STATUS}" in log, log[-3000:]
     saved = [p.name for p in stopped.glob("checkpoint-*")]
     assert len(saved) == 1 and at <= int(saved[0].split("-")[1]) < 6, (saved, at, log[-3000:])
-    assert (stopped / saved[0] / "pytorch_model_fsdp_0" / ".metadata").is_file()
+    sharded = {"fsdp": "pytorch_model_fsdp_0/.metadata", "zero3": "latest"}[engine]  # what each engine writes last
+    assert (stopped / saved[0] / sharded).is_file()
     assert f"Resuming from {stopped / saved[0]}" in _sharded([*_flags(model, data, stopped), *args])
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(stopped / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst <= (0.0 if engine == "fsdp" else 1e-4), worst  # DeepSpeed's ordinary resume: the same bound
