@@ -26,6 +26,7 @@ from qakit.answers import AnswerSettings
 from qakit.card import write_card
 from qakit.checkpoints import find_checkpoint
 from qakit.errors import QAConfigError
+from qakit.evalsets import combine
 from qakit.family import QAFamily
 from qakit.features import EvalSet, SplitWindows
 from qakit.files import disk_errors
@@ -81,8 +82,15 @@ class ModelArguments:
 class DataTrainingArguments:
     dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset, e.g. squad_v2 or squad."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
-    train_file: str | None = field(default=None, metadata={"help": "Training file (SQuAD JSON, flat JSON or JSONL)."})
-    validation_file: str | None = field(default=None, metadata={"help": "Evaluation file (same formats)."})
+    train_file: list[str] | None = field(default=None, metadata={
+        "help": "Training file(s): SQuAD JSON, flat JSON, JSONL or MRQA, .gz too; several are mixed, each capped at "
+                "--max_train_samples."})
+    validation_file: list[str] | None = field(default=None, metadata={
+        "help": "Evaluation file(s), same formats; several (PATH, NAME=PATH or hub:DATASET[:CONFIG]) are scored "
+                "each under eval_NAME, with eval_f1/eval_exact their macro average."})
+    language: list[str] | None = field(default=None, metadata={
+        "help": "Score by MLQA's rules for this language (zh, de, es, ar, hi, vi, en, ...; docs/languages.md): one "
+                "for every set, or one per --validation_file. Default: SQuAD's official English rules."})
     test_file: str | None = field(default=None, metadata={"help": "Prediction file (answers optional)."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize again even if cached."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenizing."})
@@ -91,7 +99,8 @@ class DataTrainingArguments:
         "help": "Pad every window to max_seq_length. Default: pad each batch to its longest window (HF's "
                 "run_qa defaults to True; the same answers, only slower; logits may differ in float32 rounding, "
                 "as attention kernels sum in an order that depends on the padded length)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training questions."})
+    max_train_samples: int | None = field(default=None, metadata={
+        "help": "Use only this many training questions (of each training file)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many evaluation questions."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use only this many test questions."})
     version_2_with_negative: bool = field(default=False, metadata={"help": "Some questions have no answer (v2)."})
@@ -201,13 +210,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         # Windows: questions -> model inputs (cached)
         windows = SplitWindows(raw, family, head.text_inputs, data_args, training_args, model_args.cache_dir, phases)
         train_features = windows.training() if training_args.do_train else None
-        eval_set = windows.evaluation() if training_args.do_eval else None
+        eval_sets = windows.evaluation() if training_args.do_eval else []
 
         threshold = starting_threshold(data_args.null_score_diff_threshold, data_args.version_2_with_negative,
                                        model_args.model_name_or_path)
         settings = AnswerSettings(data_args.n_best_size, data_args.max_answer_length,
                                   data_args.version_2_with_negative, threshold)
-        trainer = build_trainer(model, tokenizer, family, head, train_features, eval_set, settings, data_args,
+        trainer = build_trainer(model, tokenizer, family, head, train_features, eval_sets, settings, data_args,
                                 training_args)
         clear_earlier_outputs(training_args, data_args.asking)  # the input is sound: the earlier run's files go
         arguments = redacted(sys.argv[1:] if argv is None else argv)  # written into the card: no tokens
@@ -218,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
             # Predict -> post-process -> score -> write (`answer`): the evaluation questions, then the test ones
             if training_args.do_eval:
-                results |= answer(trainer, eval_set, "eval", settings, phases)
+                results |= evaluate(trainer, eval_sets, settings, phases)
                 record_threshold(trainer, results, model_args.model_name_or_path, data_args.update_model_folder)
             if training_args.do_predict:
                 threshold = prediction_threshold(data_args.null_score_diff_threshold, results, threshold)
@@ -232,16 +241,26 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             # What the run leaves: the model card, the pictures, the report
             with phases.time("write"):
                 write_card(trainer, results, reports, arguments, model_args, data_args)
-                draw_run_pictures(trainer, eval_set)
+                draw_run_pictures(trainer, eval_sets)
             results |= finish(trainer, phases, results)
         return results
+
+
+def evaluate(trainer: QuestionAnsweringTrainer, sets: list[EvalSet], settings: AnswerSettings,
+             phases: Phases) -> dict[str, float]:
+    """Each evaluation set answered, scored and written under its own prefix; several sets: also their macro
+    average, kept as eval_* in eval_results.json with every set's figures."""
+    per_set = [answer(trainer, data, data.prefix, settings, phases) for data in sets]
+    if len(sets) == 1:
+        return per_set[0]
+    return report_split(trainer, "eval", combine(per_set, [data.prefix for data in sets]))
 
 
 def answer(trainer: QuestionAnsweringTrainer, data: EvalSet, prefix: str, settings: AnswerSettings, phases: Phases,
            answers: TextIO | None = None) -> dict[str, float]:
     """One split's predict -> post-process -> score -> write, timed as the run's evaluate or predict phase (its
     files as write), its metrics logged and kept (asked questions: their answers printed, nothing kept)."""
-    phase = "evaluate" if prefix == "eval" else "predict"
+    phase = "evaluate" if prefix.startswith("eval") else "predict"
     split = SplitAnswers(trainer, data, prefix, settings)
     with phases.time(phase):
         candidates = split.predict()  # every window's best candidates, found on the device, gathered

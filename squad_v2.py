@@ -1,7 +1,7 @@
 """Read SQuAD-style extractive QA data from the hub or local files into one schema.
 
-Every source (official nested JSON, HF's flat JSON, JSON Lines, a hub dataset) goes
-through the same checks and comes out with the same columns, so training and
+Every source (official nested JSON, HF's flat JSON, JSON Lines, MRQA 2019's JSON Lines, any of them
+gzipped, or a hub dataset) goes through the same checks and comes out with the same columns, so training and
 evaluation code never has to care where the data came from. Errors name the file,
 the place in it and the fix, because a bad record deep in a 40 MB file is otherwise
 found only by a crash hours into training.
@@ -12,10 +12,14 @@ found only by a crash hours into training.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gzip
+import itertools
 import json
 import logging
 import sys
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +30,7 @@ from datasets.exceptions import FileNotFoundDatasetsError
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from qakit.errors import QAConfigError, QAError
+from qakit.evalsets import EvalEntry, eval_entries
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +53,18 @@ ACCEPTED_LAYOUTS = (
     '[{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}; '
     'flat {"data": [{"id", "title", "context", "question", '
     '"answers": {"text": [...], "answer_start": [...]}}]} or a JSON list of such records; '
-    "JSON Lines with one such record per line"
+    "JSON Lines with one such record per line; "
+    'MRQA 2019 JSON Lines: a {"header": {"dataset", "split"}} line, then one {"context", "qas": [{"qid", '
+    '"question", "detected_answers": [{"text", "char_spans": [[start, end]]}]}]} per line; '
+    "any of them gzipped (.gz)"
 )
 _TYPE_NAMES = {str: "string", int: "integer", list: "list", dict: "object", bool: "true/false"}
 _REQUIRED = object()
 _INT32_END = 2**31  # FEATURES stores answer_start as int32
+_GZIP_MAGIC = b"\x1f\x8b"
 
 Kind = type | tuple[type, ...]
+_Mismatch = tuple[str, str, str]  # an MRQA span's place, its detected answer's text, the context's text there
 
 
 class SquadFormatError(QAError, ValueError):
@@ -227,19 +237,39 @@ def _official_questions(data: list) -> tuple[list[_Question], tuple[int, int]]:
 
 
 def _read_text(path: str) -> str:
-    """Read the file, turning OS and encoding errors into messages with the fix."""
+    """Read the file (decompressed when gzipped), turning OS, compression and encoding errors into messages with the
+    fix. Line ends are read as text mode reads them (CR LF and a lone CR as LF), also in a decompressed file."""
     try:
-        with open(path, encoding="utf-8-sig") as handle:
-            text = handle.read()
+        with open(path, "rb") as handle:
+            data = handle.read()
     except FileNotFoundError:
         raise SquadFormatError(f"no such file; check the path given to {FILE_OPTIONS}") from None
-    except UnicodeDecodeError as err:
-        raise SquadFormatError(f"not UTF-8 text (byte {err.start}); save it as UTF-8 JSON") from None
     except OSError as err:
         raise SquadFormatError(f"cannot be read ({err.strerror}); give a readable JSON file") from None
+    gzipped = path.endswith(".gz") or data.startswith(_GZIP_MAGIC)
+    try:
+        text = (_gunzip(data) if gzipped else data).decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        where = f"byte {err.start}" + (" of the decompressed data" if gzipped else "")
+        raise SquadFormatError(f"not UTF-8 text ({where}); save it as UTF-8 JSON") from None
     if not text.strip():
         raise SquadFormatError("the file is empty; give SQuAD JSON or JSON Lines")
-    return text
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _gunzip(data: bytes) -> bytes:
+    """Decompress a whole .gz file; one cut short (an interrupted download or copy) or damaged is one line with the
+    fix, not zlib's or gzip's traceback."""
+    if data and not data.startswith(_GZIP_MAGIC):
+        raise SquadFormatError(f"named .gz but not gzip-compressed (it starts with {data[:8]!r}); if it is plain "
+                               "JSON or JSON Lines, remove .gz from its name, else download or copy it again")
+    try:
+        return gzip.decompress(data)
+    except EOFError:
+        problem = "is cut short (its data ends before the end of its compressed stream)"
+    except (gzip.BadGzipFile, zlib.error) as err:
+        problem = f"is damaged ({err})"
+    raise SquadFormatError(f"the gzip file {problem}; download or copy it again, or give it uncompressed")
 
 
 def _loads(text: str) -> Any:
@@ -268,31 +298,37 @@ def _is_json(text: str) -> bool:
     return True
 
 
-def _parse_jsonl(text: str) -> list[tuple[str, Any]]:
-    """One record per non-blank line, each tagged with its line number for messages. Lines end at "\n" (and
-    "\r\n") only: str.splitlines would also break at U+2028, U+2029 and U+0085, which JSON leaves unescaped."""
-    records = []
+def _jsonl_records(text: str) -> Iterator[tuple[str, Any]]:
+    """One record per non-blank line, each tagged with its line number for messages, parsed as they are asked for
+    (MRQA's lines carry token lists that, all parsed at once, take gigabytes). Lines end at "\n" only:
+    str.splitlines would also break at U+2028, U+2029 and U+0085, which JSON leaves unescaped."""
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            records.append((f"line {number}", _loads(line)))
+            record = _loads(line)
         except json.JSONDecodeError as err:
             raise SquadFormatError(
                 f"line {number}: not valid JSON at column {err.colno} ({err.msg}); "
                 "JSON Lines need one complete record per line"
             ) from None
-    return records
+        yield f"line {number}", record
+
+
+def _parse_jsonl(text: str) -> list[tuple[str, Any]]:
+    """Every record of JSON Lines, parsed."""
+    return list(_jsonl_records(text))
 
 
 def _parse_json(text: str) -> tuple[Any, bool]:
-    """Parse JSON, or JSON Lines when the first line is a complete value; returns (value, is_jsonl)."""
+    """Parse JSON, or JSON Lines when the first line is a complete value; returns (value, is_jsonl), JSON Lines as
+    an iterator of (place, record) that parses each line when it is reached."""
     try:
         return _loads(text), False
     except json.JSONDecodeError as err:
         first_line = text.lstrip().split("\n", 1)[0]
         if err.msg == "Extra data" and _is_json(first_line):
-            return _parse_jsonl(text), True
+            return _jsonl_records(text), True
         raise SquadFormatError(
             f"not valid JSON at line {err.lineno}, column {err.colno} ({err.msg}); fix the file there"
         ) from None
@@ -313,22 +349,96 @@ def _is_flat_record(value: Any) -> bool:
     return isinstance(value, dict) and ("question" in value or "context" in value)
 
 
-def _parse_layout(text: str) -> tuple[str, str | None, list[_Question], tuple[int, int] | None]:
-    """Detect the layout from content; returns (layout, version, questions, nested shape or None)."""
+def _is_mrqa(record: Any) -> bool:
+    """MRQA's files open with a header line, and each line after it holds a context with its "qas"."""
+    return isinstance(record, dict) and ("header" in record or "qas" in record and "context" in record)
+
+
+def _mrqa_questions(lines: Iterable[tuple[str, Any]]) -> tuple[list[_Question], list[_Mismatch]]:
+    """The questions of MRQA 2019 lines; a header line (also one between two files put together) names the dataset,
+    which becomes the title of the questions after it. Also returns the spans whose text is not their answer's."""
+    title, questions, mismatches = "", [], []
+    for place, record in lines:
+        if "header" in _check_type(record, dict, place):
+            header = _field(record, "header", dict, place)
+            title = _field(header, "dataset", str, f'{place}: "header"', "")
+            continue
+        context = _text(record, "context", place)
+        for q, qa in enumerate(_field(record, "qas", list, place)):
+            question, found = _mrqa_question(qa, f"{place}, qas[{q}]", (title, context))
+            questions.append(question)
+            mismatches += found
+    return questions, mismatches
+
+
+def _mrqa_question(qa: Any, place: str, paragraph: tuple[str, str]) -> tuple[_Question, list[_Mismatch]]:
+    """One MRQA question read as a flat record: its qid is the id, each span of its detected answers an answer. MRQA
+    has no unanswerable questions: one without detected answers has no valid answer (not "no answer")."""
+    qid = _field(_check_type(qa, dict, place), "qid", str, place)
+    record = {"id": qid, "is_impossible": False, **{key: qa[key] for key in ("question", "is_impossible") if key in qa}}
+    mismatches = []
+    if "detected_answers" in qa:  # like "answers" elsewhere: absent only in a predict-only file
+        with _reworded(after=f" (question id {qid})"):
+            record["answers"], mismatches = _mrqa_answers(qa["detected_answers"], paragraph[1], place)
+    return _question(record, place, paragraph), mismatches
+
+
+def _mrqa_answers(detected: Any, context: str, place: str) -> tuple[list[dict], list[_Mismatch]]:
+    """One answer per character span, its text the context's own: a detected answer's "text" is the answer as
+    MRQA's source gave it, which can differ from its span (in case, spacing, a hyphen: MRQA-Shared-Task-2019 issue
+    11), while MRQA's token spans (what a model learns) follow the character spans. Returns the answers and the
+    spans whose text differs."""
+    answers, mismatches = [], []
+    for d, found in enumerate(_check_type(detected, list, f"{place}.detected_answers")):
+        d_place = f"{place}.detected_answers[{d}]"
+        said = _field(_check_type(found, dict, d_place), "text", str, d_place, None)
+        for s, span in enumerate(_field(found, "char_spans", list, d_place)):
+            s_place = f"{d_place}.char_spans[{s}]"
+            start, end = _mrqa_span(span, len(context), s_place)
+            text = context[start:end + 1]
+            answers.append({"text": text, "answer_start": start})
+            if said is not None and said != text:
+                mismatches.append((f"{s_place} [{start}, {end}]", said, text))
+    return answers, mismatches
+
+
+def _mrqa_span(span: Any, length: int, place: str) -> tuple[int, int]:
+    """An inclusive [start, end] character span inside a context of `length` characters."""
+    inclusive = "MRQA's spans include their last character: end = start + len(text) - 1"
+    if len(_check_type(span, list, place)) != 2:
+        raise SquadFormatError(f"{place}: {json.dumps(span)[:40]} is no [start, end] pair; give two offsets "
+                               f"({inclusive})")
+    start, end = (_check_type(value, int, f"{place}[{k}]") for k, value in enumerate(span))
+    if end < start:
+        raise SquadFormatError(f"{place}: [{start}, {end}] ends before it starts; give [start, end] with end >= "
+                               f"start ({inclusive})")
+    if start < 0 or end >= length:
+        raise SquadFormatError(f"{place}: [{start}, {end}] is outside the context (its characters are 0 to "
+                               f"{length - 1}); give offsets into this line's \"context\" ({inclusive})")
+    return start, end
+
+
+def _parse_layout(text: str) -> tuple[str, str | None, list[_Question], tuple[int, int] | None, list[_Mismatch]]:
+    """Detect the layout from content; returns (layout, version, questions, nested shape or None, the MRQA spans
+    whose text is not their answer's)."""
     value, is_jsonl = _parse_json(text)
-    if is_jsonl:
-        return "jsonl", None, [_question(r, place) for place, r in value], None
-    if _is_flat_record(value):
-        return "jsonl", None, [_question(value, "line 1")], None
+    lines = value if is_jsonl else iter([("line 1", value)])
+    first = next(lines)
+    lines = itertools.chain([first], lines)
+    if _is_mrqa(first[1]):
+        questions, mismatches = _mrqa_questions(lines)
+        return "mrqa", None, questions, None, mismatches
+    if is_jsonl or _is_flat_record(value):
+        return "jsonl", None, [_question(r, place) for place, r in lines], None, []
     if isinstance(value, list) and value and _is_flat_record(value[0]):
-        return "flat", None, [_question(r, f"[{i}]") for i, r in enumerate(value)], None
+        return "flat", None, [_question(r, f"[{i}]") for i, r in enumerate(value)], None, []
     if isinstance(value, dict) and isinstance(value.get("data"), list):
         data, version = value["data"], value.get("version")
         version = None if version is None else str(version)
         if not data or isinstance(data[0], dict) and "paragraphs" in data[0]:
-            return "official", version, *_official_questions(data)
+            return "official", version, *_official_questions(data), []
         if _is_flat_record(data[0]):
-            return "flat", version, [_question(r, f"data[{i}]") for i, r in enumerate(data)], None
+            return "flat", version, [_question(r, f"data[{i}]") for i, r in enumerate(data)], None, []
     raise SquadFormatError(f"unknown layout ({_describe(value)}); accepted layouts: {ACCEPTED_LAYOUTS}")
 
 
@@ -455,8 +565,32 @@ def read_squad_file(path: str, role: str) -> tuple[datasets.Dataset, SquadReport
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")
     with _reworded(f"{path}: "):
-        layout, version, questions, shape = _parse_layout(_read_text(path))
-        return _build(questions, path, layout, version, role, shape)
+        layout, version, questions, shape, mismatches = _parse_layout(_read_text(path))
+        dataset, report = _build(questions, path, layout, version, role, shape)
+    _note_mismatches(report, mismatches)
+    return dataset, report
+
+
+def _squeezed(text: str) -> str:
+    """Text as MRQA matched answers: case and spacing left out."""
+    return "".join(text.split()).casefold()
+
+
+def _note_mismatches(report: SquadReport, mismatches: list[_Mismatch]) -> None:
+    """Say how many MRQA spans hold other text than their detected answer's "text" (the span's text is the answer).
+    Differences in case or spacing only, common where answers were found by a search that ignores them, are
+    counted; any other difference is also a problem of the report, listed by `python squad_v2.py FILE`, though no
+    answer is dropped for it."""
+    if not mismatches:
+        return
+    other = [f'{place}: holds "{text}", not its detected answer\'s text "{said}"; the context\'s text is used'
+             for place, said, text in mismatches if _squeezed(said) != _squeezed(text)]
+    report.problems += other
+    logger.log(logging.WARNING if other else logging.INFO,
+               "%s: %d MRQA answer span(s) hold other text than their detected answer's \"text\", %d of them only in "
+               "case or spacing; each answer is the context's text at its span. First: %s", report.source,
+               len(mismatches), len(mismatches) - len(other),
+               "; ".join(other[:3]) or f'{mismatches[0][0]}: "{mismatches[0][2]}" for "{mismatches[0][1]}"')
 
 
 def read_records(path: str | None = None, records: list[dict] | None = None,
@@ -515,37 +649,88 @@ def _hub_split(name: str, role: str, split: datasets.Dataset,
 def load_squad(
     dataset_name: str | None,
     dataset_config_name: str | None,
-    train_file: str | None,
-    validation_file: str | None,
+    train_file: str | list[str] | None,
+    validation_file: str | list[str] | None,
     test_file: str | None,
     cache_dir: str | None = None,
     token: str | bool | None = None,
     revision: str | None = None,
     columns: dict[str, str] | None = None,
+    max_train_samples: int | None = None,
 ) -> tuple[datasets.DatasetDict, dict[str, SquadReport]]:
-    """Load splits "train"/"validation"/"test" (those present); local files override hub splits.
+    """Load splits "train", "validation" (one "validation.NAME" per set when several are given,
+    `qakit.evalsets`) and "test", those present; local files override hub splits.
 
-    `columns` maps our column names (question, context, answers) to a hub dataset's own (HF's
-    --question_column, --context_column, --answer_column); local files keep SQuAD's field names.
+    Several training files are mixed, each capped at `max_train_samples` questions (MRQA's baseline capped
+    each dataset); `columns` maps our column names (question, context, answers) to a hub dataset's own
+    (HF's --question_column, --context_column, --answer_column); local files keep SQuAD's field names.
     """
-    files = dict(zip(ROLES, (train_file, validation_file, test_file)))
+    train_files, entries = _as_list(train_file), eval_entries(_as_list(validation_file), None)
+    given = {"train": bool(train_files), "validation": bool(entries), "test": bool(test_file)}
     loaded: dict[str, tuple[datasets.Dataset, SquadReport]] = {}
     if dataset_name:
         hub = _load_hub(dataset_name, dataset_config_name, cache_dir, token, revision)
         loaded = {role: _hub_split(dataset_name, role, hub[role], columns) for role in ROLES
-                  if role in hub and not files[role]}
-        if not loaded and not any(files.values()):
+                  if role in hub and not given[role]}
+        if not loaded and not any(given.values()):
             raise SquadHubError(
                 f"{dataset_name}: no train/validation/test split (it has {', '.join(hub)}); "
                 f"give local files with {FILE_OPTIONS}"
             )
-    loaded |= {role: read_squad_file(path, role) for role, path in files.items() if path}
+    if "train" in loaded:
+        loaded["train"] = _capped(*loaded["train"], max_train_samples)
+    if train_files:
+        loaded["train"] = _mixed([_capped(*read_squad_file(path, "train"), max_train_samples) for path in train_files])
+    for entry in entries:
+        loaded[entry.split] = _read_entry(entry, cache_dir, token, revision, columns)
+    if test_file:
+        loaded["test"] = read_squad_file(test_file, "test")
     if not loaded:
         raise SquadFormatError(f"no data given; pass --dataset_name or {FILE_OPTIONS}")
     if "train" in loaded:
         _check_training_left(loaded["train"][1])
-    roles = [role for role in ROLES if role in loaded]
-    return datasets.DatasetDict({r: loaded[r][0] for r in roles}), {r: loaded[r][1] for r in roles}
+    order = ["train", *([e.split for e in entries] or ["validation"]), "test"]
+    splits = [split for split in order if split in loaded]
+    return datasets.DatasetDict({s: loaded[s][0] for s in splits}), {s: loaded[s][1] for s in splits}
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+def _read_entry(entry: EvalEntry, cache_dir: str | None, token: str | bool | None, revision: str | None,
+                columns: dict[str, str] | None) -> tuple[datasets.Dataset, SquadReport]:
+    """One evaluation set: a local file, or a hub dataset's validation split (`hub:NAME[:CONFIG]`)."""
+    if not entry.hub:
+        return read_squad_file(entry.source, "validation")
+    hub = _load_hub(entry.source, entry.config or None, cache_dir, token, revision)
+    if "validation" not in hub:
+        raise SquadHubError(f"{entry.source}: no validation split (it has {', '.join(hub)}); name a dataset that has "
+                            "one, or give a local file")
+    return _hub_split(entry.source, "validation", hub["validation"], columns)
+
+
+def _capped(dataset: datasets.Dataset, report: SquadReport, n: int | None) -> tuple[datasets.Dataset, SquadReport]:
+    """The first `n` questions (of those left after the answer checks), the report saying so."""
+    if n is None or n >= len(dataset):
+        return dataset, report
+    return dataset.select(range(n)), dataclasses.replace(report, source=f"{report.source} (first {n:,})", questions=n,
+                                                          unanswerable=sum(dataset.select(range(n))["is_impossible"]))
+
+
+def _mixed(parts: list[tuple[datasets.Dataset, SquadReport]]) -> tuple[datasets.Dataset, SquadReport]:
+    """Several training files as one split, and one report that adds them up."""
+    if len(parts) == 1:
+        return parts[0]
+    reports = [r for _, r in parts]
+    total = {f: sum(getattr(r, f) for r in reports) for f in ("articles", "paragraphs", "questions", "unanswerable",
+                                                               "dropped_answers", "dropped_questions")}
+    versions = {r.version for r in reports}
+    report = SquadReport(source=" + ".join(r.source for r in reports), layout="+".join(dict.fromkeys(
+        r.layout for r in reports)), version=versions.pop() if len(versions) == 1 else None,
+        has_answers=all(r.has_answers for r in reports), longest_context=max(r.longest_context for r in reports),
+        problems=[p for r in reports for p in r.problems], **total)
+    return datasets.concatenate_datasets([d for d, _ in parts]), report
 
 
 def _check_training_left(report: SquadReport) -> None:
@@ -572,7 +757,7 @@ def load_questions(data_args: Any, cache_dir: str | None = None,
                "answers": data_args.answer_column}
     raw, reports = load_squad(data_args.dataset_name, data_args.dataset_config_name, data_args.train_file,
                               data_args.validation_file, data_args.test_file, cache_dir=cache_dir, token=token,
-                              columns=columns)
+                              columns=columns, max_train_samples=data_args.max_train_samples)
     check_answerability(raw, reports, data_args.version_2_with_negative)
     return raw, reports
 

@@ -25,6 +25,7 @@ from qakit.answers import AnswerSettings
 from qakit.checkpoints import describe_best, whole_run_train_loss
 from qakit.engines import check_engine, check_launch, choose_fsdp_layers
 from qakit.family import QAFamily
+from qakit.evalsets import combine
 from qakit.features import EvalSet
 from qakit.files import atomic_path, write_json
 from qakit.heads import SpanHead
@@ -36,14 +37,14 @@ logger = logging.getLogger(__name__)
 
 
 class QuestionAnsweringTrainer(Trainer):
-    def __init__(self, *args: Any, head: SpanHead, eval_set: EvalSet | None = None,
+    def __init__(self, *args: Any, head: SpanHead, eval_sets: list[EvalSet] | None = None,
                  answer_settings: AnswerSettings | None = None, **kwargs: Any):
-        super().__init__(*args, eval_dataset=eval_set.loader_dataset if eval_set else None, **kwargs)
+        super().__init__(*args, eval_dataset=eval_sets[0].loader_dataset if eval_sets else None, **kwargs)
         self.head = head  # how the model answers: qakit/heads.py
         self.card_sections = ""  # markdown qa.py adds to the model card (qakit/card.py)
         # the windows carry bookkeeping (context range, null position, window index) the model does not take
         self.args.remove_unused_columns = False
-        self.eval_set = eval_set
+        self.eval_sets = eval_sets or []
         self.answer_settings = answer_settings or AnswerSettings()
         self.stop_on_signal = StopOnSignal()  # SIGTERM/SIGUSR1: checkpoint at the step's end, then stop
         self.add_callback(self.stop_on_signal)
@@ -58,10 +59,14 @@ class QuestionAnsweringTrainer(Trainer):
         """The evaluations during training (--eval_strategy): the evaluation questions answered and scored."""
         if eval_dataset is not None and not isinstance(eval_dataset, EvalSet):
             raise TypeError("QuestionAnsweringTrainer.evaluate takes an EvalSet (questions with their windows)")
-        data = eval_dataset or self.eval_set
-        if data is None:
+        sets = [eval_dataset] if eval_dataset is not None else self.eval_sets
+        if not sets:
             raise ValueError("nothing to evaluate: pass --validation_file or --dataset_name with a validation split")
-        return self.announce(answer_split(self, data, metric_key_prefix, self.answer_settings), metric_key_prefix)
+        if len(sets) == 1:
+            return self.announce(answer_split(self, sets[0], metric_key_prefix, self.answer_settings),
+                                 metric_key_prefix)
+        per_set = [answer_split(self, data, data.prefix, self.answer_settings) for data in sets]
+        return self.announce(combine(per_set, [data.prefix for data in sets]), metric_key_prefix)
 
     def announce(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
         """A split's metrics to the log and the callbacks (best model, early stopping, trackers), as
@@ -217,12 +222,12 @@ def restore_order(gathered: tuple[np.ndarray, ...], n_windows: int) -> tuple[np.
 
 
 def build_trainer(model: torch.nn.Module, tokenizer: Any, family: QAFamily, head: SpanHead,
-                  train_features: Any | None, eval_set: EvalSet | None, settings: AnswerSettings, data_args: Any,
+                  train_features: Any | None, eval_sets: list[EvalSet], settings: AnswerSettings, data_args: Any,
                   training_args: Any) -> QuestionAnsweringTrainer:
     """The trainer with the batches this head and model family need, on an engine said in the log."""
     check_launch(training_args)
     trainer = QuestionAnsweringTrainer(
-        model=model, args=training_args, train_dataset=train_features, eval_set=eval_set, processing_class=tokenizer,
+        model=model, args=training_args, train_dataset=train_features, eval_sets=eval_sets, processing_class=tokenizer,
         data_collator=head.collator(family, data_args), answer_settings=settings, head=head)
     choose_fsdp_layers(trainer)
     check_engine(trainer)  # DDP, FSDP or DeepSpeed, said in the log; never a silent fallback

@@ -64,9 +64,10 @@ class SplitAnswers:
         if self.data.has_answers:
             s = self.settings
             scores = score_answers(self.data.ids, self.data.examples["answers"], preds.predictions, preds.best_spans,
-                                   preds.null_odds, s.version_2_with_negative, s.null_score_diff_threshold)
+                                   preds.null_odds, s.version_2_with_negative, s.null_score_diff_threshold,
+                                   language=self.data.language)
             self.metrics |= {f"{self.prefix}_{k}": v for k, v in scores.items()}
-        elif self.prefix == "eval":
+        elif self.prefix.startswith("eval"):
             logger.warning("the evaluation questions have no answers: predictions written, nothing scored")
         return self.metrics
 

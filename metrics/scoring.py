@@ -1,4 +1,5 @@
-"""The pipeline's scoring step: a run's answers against the gold answers, by the official rules."""
+"""The pipeline's scoring step: a run's answers against the gold answers, by the official rules (or by a
+language's, docs/languages.md)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,19 @@ from metrics.squad_v2.compute_score import score_v2
 
 def score_answers(ids: Iterable[str], answers: Iterable[Mapping], predictions: dict[str, str],
                   best_spans: dict[str, str], null_odds: dict[str, float], version_2_with_negative: bool,
-                  null_score_diff_threshold: float) -> dict[str, float]:
+                  null_score_diff_threshold: float, *, language: str | None = None) -> dict[str, float]:
     """v1.1 scores the thresholded predictions; v2 scores the best spans with the model's real null odds,
     so best_f1_thresh is a threshold the user can pass back as --null_score_diff_threshold; `best_threshold`
-    is one that always gives best_f1 (see `threshold_for_best_f1`)."""
+    is one that always gives best_f1 (see `threshold_for_best_f1`). A language (one of
+    metrics.squad_v2.squad_common.LANGUAGES) scores by MLQA's rules for it; None by SQuAD's official ones."""
     gold = {qid: list(a["text"]) for qid, a in zip(ids, answers)}
     if version_2_with_negative:
-        scores = dict(score_v2(gold, best_spans, na_probs=null_odds, na_prob_thresh=null_score_diff_threshold))
+        scores = dict(score_v2(gold, best_spans, na_probs=null_odds, na_prob_thresh=null_score_diff_threshold,
+                               language=language))
         if "best_f1" in scores:
             scores["best_threshold"] = threshold_for_best_f1(scores, null_odds)
         return scores
-    return dict(score_v1(gold, predictions))
+    return dict(score_v1(gold, predictions, language=language))
 
 
 def score_names(version_2_with_negative: bool) -> list[str]:

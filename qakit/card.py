@@ -35,7 +35,8 @@ def card_kwargs(model_name_or_path: str, dataset_name: str | None, dataset_confi
     return kwargs
 
 
-def card_sections(results: dict[str, float], sources: dict[str, Any], command: list[str], head: str) -> str:
+def card_sections(results: dict[str, float], sources: dict[str, Any], command: list[str], head: str,
+                  languages: list[str] | None = None) -> str:
     """Markdown appended to the Trainer's card. `sources`: split -> squad_v2.SquadReport."""
     parts = []
     scored = [(k, results[f"eval_{k}"]) for k in SCORE_KEYS if f"eval_{k}" in results]
@@ -43,7 +44,8 @@ def card_sections(results: dict[str, float], sources: dict[str, Any], command: l
         where = sources.get("validation")
         on = f" on {where.source} ({where.questions:,} questions)" if where is not None else ""
         rows = "\n".join(f"| {k} | {v:.2f} |" for k, v in scored)
-        parts.append(f"## Evaluation (qa.py)\n\nScored by the official SQuAD rules{on}; answer head: {head}.\n\n"
+        rules = f"MLQA's rules for {', '.join(languages)}" if languages else "the official SQuAD rules"
+        parts.append(f"## Evaluation (qa.py)\n\nScored by {rules}{on}; answer head: {head}.\n\n"
                      f"| metric | value |\n|---|---|\n{rows}\n")
     if "eval_best_threshold" in results:
         parts.append(
@@ -67,9 +69,9 @@ def write_card(trainer: Any, results: dict[str, float], reports: dict, arguments
     the hub with the model when --push_to_hub is given."""
     if not trainer.args.push_to_hub and card_is_kept(trainer.args, data_args.update_model_folder):
         return
-    trainer.card_sections = card_sections(results, reports, arguments, trainer.head.name)
+    trainer.card_sections = card_sections(results, reports, arguments, trainer.head.name, data_args.language)
     kwargs = card_kwargs(model_args.model_name_or_path, data_args.dataset_name, data_args.dataset_config_name,
-                         data_args.train_file or data_args.validation_file)
+                         (data_args.train_file or data_args.validation_file or [None])[0])
     if trainer.args.push_to_hub:
         trainer.push_to_hub(**kwargs)
     elif trainer.args.should_save:

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from qakit import alignment, family as family_module, generative, template, windows
 from qakit.errors import QAConfigError
+from qakit.evalsets import EvalEntry, eval_entries
 from qakit.family import QAFamily
 from qakit.windows import (EVAL_META, WindowIndex, check_window_room, prepare_eval_features,
                            prepare_train_features)
@@ -116,7 +117,9 @@ def with_lengths(features: datasets.Dataset, column: str) -> datasets.Dataset:
 class EvalSet:
     """An evaluation split: its questions, their windows, and what maps windows back to text."""
 
-    def __init__(self, examples: datasets.Dataset, features: datasets.Dataset, has_answers: bool = True):
+    def __init__(self, examples: datasets.Dataset, features: datasets.Dataset, has_answers: bool = True,
+                 prefix: str = "eval", language: str | None = None):
+        self.prefix, self.language = prefix, language  # its files' and metrics' prefix; the scoring rules' language
         self.examples = examples
         self.features = features
         self.has_answers = has_answers
@@ -154,7 +157,7 @@ class SplitWindows:
 
     def _make(self, split: str, n: int | None) -> tuple[datasets.Dataset, datasets.Dataset]:
         if split not in self.raw:
-            flag = {"train": "--do_train", "validation": "--do_eval", "test": "--do_predict"}[split]
+            flag = {"train": "--do_train", "validation": "--do_eval", "test": "--do_predict"}[split.split(".")[0]]
             raise QAConfigError(f"{flag} needs a {split} split: pass --{split}_file or a --dataset_name that has one")
         examples, d = limit(self.raw[split], n), self.data_args
         with self.phases.time("windows"):
@@ -164,14 +167,22 @@ class SplitWindows:
         return examples, features
 
     def training(self) -> datasets.Dataset:
-        """The training windows, with the lengths the length-grouped sampler reads."""
-        features = self._make("train", self.data_args.max_train_samples)[1]
+        """The training windows (of the questions the loader kept: --max_train_samples caps each file), with the
+        lengths the length-grouped sampler reads."""
+        features = self._make("train", None)[1]
         return with_lengths(features, self.training_args.length_column_name)
 
-    def evaluation(self) -> EvalSet:
-        return EvalSet(*self._make("validation", self.data_args.max_eval_samples))
+    def evaluation(self) -> list[EvalSet]:
+        """Each evaluation set's windows (`qakit.evalsets`: one set, or one per --validation_file)."""
+        entries = eval_entries(self.data_args.validation_file, self.data_args.language) or \
+            [EvalEntry("", None, "", (self.data_args.language or [None])[0])]
+        return [EvalSet(*self._make(e.split, self.data_args.max_eval_samples), prefix=e.prefix, language=e.language)
+                for e in entries]
 
     def test(self, reports: dict[str, Any]) -> EvalSet:
-        """The test questions' windows; `reports` (the loader's) say whether they have answers to score."""
+        """The test questions' windows; `reports` (the loader's) say whether they have answers to score, by the
+        rules of --language when it names one language."""
         examples, features = self._make("test", self.data_args.max_predict_samples)
-        return EvalSet(examples, features, has_answers=reports["test"].has_answers)
+        languages = self.data_args.language or []
+        return EvalSet(examples, features, has_answers=reports["test"].has_answers, prefix="predict",
+                       language=languages[0] if len(languages) == 1 else None)

@@ -16,8 +16,10 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from metrics.scoring import score_names
+from metrics.squad_v2.squad_common import check_language
 from qakit import launch
 from qakit.errors import QAConfigError
+from qakit.evalsets import MACRO_KEYS, best_metric_names
 
 
 def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, Any, Any, bool]:
@@ -43,7 +45,9 @@ def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None)
         raise QAConfigError(f"in {source}: {err}") from err
     _check_batch_sizes(training_args)
     _check_stopping(training_args)
-    _check_best_metric(training_args.metric_for_best_model, data_args.version_2_with_negative)
+    _check_best_metric(training_args.metric_for_best_model, data_args.version_2_with_negative,
+                       best_metric_names(data_args.validation_file))
+    _check_languages(data_args.language)
     if data_args.asking:
         _ask_only(data_args, training_args)
     if data_args.null_score_diff_threshold == "best" and not (training_args.do_eval and
@@ -56,13 +60,14 @@ def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None)
 # --help in groups, the flags users change most first in each; every other TrainingArguments flag comes last
 HELP_GROUPS = {
     "model": ["model_name_or_path", "tokenizer_name", "config_name", "torch_dtype", "attn_implementation", "cache_dir",
-              "model_revision", "token", "trust_remote_code", "offsets_by_alignment"],
-    "data": ["dataset_name", "dataset_config_name", "train_file", "validation_file", "test_file", "max_seq_length",
-             "doc_stride", "max_train_samples", "max_eval_samples", "max_predict_samples", "pad_to_max_length",
-             "preprocessing_num_workers", "overwrite_cache", "question_column", "context_column", "answer_column"],
-    "answers": ["version_2_with_negative", "null_score_diff_threshold", "n_best_size", "max_answer_length",
-                "answer_head", "start_n_top", "end_n_top", "predict_with_generate", "generation_num_beams",
-                "generation_max_length", "val_max_answer_length", "ignore_pad_token_for_loss"],
+              "model_revision", "token", "trust_remote_code", "offsets_by_alignment", "allow_untrained_head"],
+    "data": ["dataset_name", "dataset_config_name", "train_file", "validation_file", "language", "test_file",
+             "max_seq_length", "doc_stride", "max_train_samples", "max_eval_samples", "max_predict_samples",
+             "pad_to_max_length", "preprocessing_num_workers", "overwrite_cache", "question_column", "context_column",
+             "answer_column"],
+    "answers": ["version_2_with_negative", "null_score_diff_threshold", "update_model_folder", "n_best_size",
+                "max_answer_length", "answer_head", "start_n_top", "end_n_top", "predict_with_generate",
+                "generation_num_beams", "generation_max_length", "val_max_answer_length", "ignore_pad_token_for_loss"],
     "ask (no dataset: answers printed as JSON lines)": ["question", "context", "questions_file"],
     "training": ["output_dir", "do_train", "do_eval", "do_predict", "per_device_train_batch_size",
                  "per_device_eval_batch_size", "learning_rate", "num_train_epochs", "max_steps", "warmup_steps",
@@ -168,12 +173,15 @@ def _check_stopping(args: TrainingArguments) -> None:
                             "(e.g. f1, exact, HasAns_f1), with --eval_strategy steps|epoch matching --save_strategy")
 
 
-def _check_best_metric(name: str | None, version_2_with_negative: bool) -> None:
+def _check_best_metric(name: str | None, version_2_with_negative: bool, sets: list[str]) -> None:
     """A metric the evaluation does not report is otherwise found at the first evaluation, after training has
-    started, and the checkpoint it left then stands in the corrected rerun's way. HF reads `f1` as `eval_f1`."""
+    started, and the checkpoint it left then stands in the corrected rerun's way. HF reads `f1` as `eval_f1`;
+    with several evaluation sets, `f1` is their macro average and `NAME_f1` one set's."""
     if name is None:
         return
-    reported, wanted = score_names(version_2_with_negative), name.removeprefix("eval_")
+    per_set, wanted = score_names(version_2_with_negative), name.removeprefix("eval_")
+    reported = per_set if not sets else [r for r in per_set if r in MACRO_KEYS] + [
+        f"{s}_{r}" for s in sets for r in per_set]
     if wanted in reported:
         return
     if wanted == "loss":
@@ -186,6 +194,15 @@ def _check_best_metric(name: str | None, version_2_with_negative: bool) -> None:
         why = f" is not a score this run reports{f' (did you mean {lowered[close[0]]}?)' if close else ''}"
     raise QAConfigError(f"--metric_for_best_model {name}{why}; pass one of {', '.join(reported)} (with or without "
                         "eval_ before it)")
+
+
+def _check_languages(languages: list[str] | None) -> None:
+    """An unknown --language is found before any data is read, in the scorer's own words."""
+    for language in languages or []:
+        try:
+            check_language(language)
+        except ValueError as err:
+            raise QAConfigError(f"--language: {err}") from err
 
 
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")

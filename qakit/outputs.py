@@ -41,7 +41,8 @@ def clear_earlier_outputs(training_args: Any, asking: bool) -> None:
     model_replaced = training_args.do_train  # then every split's files described the old model
     wanted = {"train": model_replaced, "eval": training_args.do_eval, "predict": training_args.do_predict}
     splits = [split for split, yes in wanted.items() if yes or model_replaced] + ["run"]
-    names = [f"{split}_{name}" for split in splits for name in SPLIT_FILES]
+    names = sorted({p.name for split in splits for name in SPLIT_FILES  # the split's own, and each set's
+                    for p in [*out.glob(f"{split}_{name}"), *out.glob(f"{split}_*_{name}")]})
     if model_replaced:
         names += MODEL_FILES
     elif "eval" in splits and not is_model_folder(out):

@@ -384,14 +384,16 @@ def draw_run(output_dir: str | Path, prefix: str = "eval", threshold: float | No
     return drawn.written
 
 
-def draw_run_pictures(trainer: Any, eval_set: Any | None) -> None:
-    """The run's PNGs (README: What you get). Optional: without matplotlib it is one log line, never an error."""
+def draw_run_pictures(trainer: Any, eval_sets: list[Any]) -> None:
+    """The run's PNGs (README: What you get), each evaluation set's under its prefix. Optional: without
+    matplotlib it is one log line, never an error."""
     if not (trainer.args.should_save and trainer.is_world_process_zero()):
         return
-    gold = None
-    if eval_set is not None and eval_set.has_answers:
-        gold = {qid: list(a["text"]) for qid, a in zip(eval_set.ids, eval_set.examples["answers"])}
-    try:
-        draw_run(trainer.args.output_dir, prefix="eval", gold=gold)
-    except (PlotInputError, OSError) as err:
-        logger.warning("pictures not drawn: %s", err)
+    for data in eval_sets or [None]:
+        gold = None
+        if data is not None and data.has_answers:
+            gold = {qid: list(a["text"]) for qid, a in zip(data.ids, data.examples["answers"])}
+        try:
+            draw_run(trainer.args.output_dir, prefix=data.prefix if data is not None else "eval", gold=gold)
+        except (PlotInputError, OSError) as err:
+            logger.warning("pictures not drawn: %s", err)

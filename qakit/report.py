@@ -5,6 +5,7 @@ The figures are kept in `all_results.json` too (`run_*` keys); the table is draw
 
 from __future__ import annotations
 
+import re
 import resource
 import sys
 import time
@@ -79,7 +80,11 @@ def render(results: dict) -> str:
     if "train_loss" in results:
         rows.append(("train: loss, samples/s", f"{results['train_loss']:.4f}, "
                                                f"{results.get('train_samples_per_second', 0):.2f}"))
-    for prefix, title in (("eval", "evaluation"), ("predict", "prediction")):
+    sets = sorted(key.removesuffix("_examples") for key in results if re.fullmatch(r"eval_.+_examples", key))
+    sections = [(prefix, f"evaluation: {prefix.removeprefix('eval_')}") for prefix in sets]
+    if sets:
+        sections.append(("eval", f"evaluation: macro average over {len(sets)} sets"))
+    for prefix, title in (sections or [("eval", "evaluation")]) + [("predict", "prediction")]:
         scored = _scores(results, prefix)
         if scored:
             rows.append((f"[{title}]", ""))

@@ -176,3 +176,144 @@ def postprocess_generated(ids: list[str], contexts: list[str], windows: WindowIn
         preds[qid] = answer_with_null(entries, null_row, best[qid], odds, qid, null_score_diff_threshold)
         nbest[qid] = entries
     return QAPredictions(preds, best, odds, nbest)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# MLQA's answer scoring, the oracle of the scorers' `language` rules (metrics/, docs/languages.md): written from
+# MLQA's published evaluation script (Lewis et al. 2020, mlqa_evaluation_v1.py) as plain loops, sharing nothing
+# with metrics/; the languages MLQA lacks follow docs/languages.md.
+
+import string  # noqa: E402
+import sys  # noqa: E402
+import unicodedata  # noqa: E402
+from collections import Counter  # noqa: E402
+from functools import lru_cache  # noqa: E402
+
+MLQA_ARTICLES = {
+    "en": ["a", "an", "the"],
+    "es": ["un", "una", "unos", "unas", "el", "la", "los", "las"],
+    "de": ["ein", "eine", "einen", "einem", "eines", "einer", "der", "die", "das", "den", "dem", "des"],
+    "vi": ["của", "là", "cái", "chiếc", "những"],
+}
+# characters that are each a token on their own, as (first, last) code points; punctuation is one too (MLQA)
+SEGMENTED = {
+    "zh": [(0x4E00, 0x9FA5)],
+    "ja": [(0x3040, 0x309F), (0x30A0, 0x30FF), (0x4E00, 0x9FA5)],
+    "th": [(0x0E00, 0x0E7F)],
+}
+
+
+@lru_cache(maxsize=1)
+def mlqa_punctuation() -> frozenset[str]:
+    """Every character whose Unicode category starts with P, and string.punctuation: MLQA's set, built as MLQA
+    builds it (once: it walks every code point)."""
+    marks = set(string.punctuation)
+    for code in range(sys.maxunicode):
+        if unicodedata.category(chr(code)).startswith("P"):
+            marks.add(chr(code))
+    return frozenset(marks)
+
+
+def _is_word_char(char: str) -> bool:
+    """What Python's Unicode regular expressions call a word character (\\w): the edge of a whole word."""
+    return char.isalnum() or char == "_"
+
+
+def drop_whole_words(text: str, words: list[str]) -> str:
+    """Each of `words` (tried in order at each place) standing as a whole word, i.e. not preceded or followed by a
+    word character, replaced by one space; scanned left to right like a regular expression's substitution."""
+    out = []
+    i = 0
+    while i < len(text):
+        found = None
+        if i == 0 or not _is_word_char(text[i - 1]):
+            for word in words:
+                end = i + len(word)
+                if text[i:end] == word and (end == len(text) or not _is_word_char(text[end])):
+                    found = word
+                    break
+        if found is None:
+            out.append(text[i])
+            i += 1
+        else:
+            out.append(" ")
+            i += len(found)
+    return "".join(out)
+
+
+def mlqa_segment(text: str, language: str) -> list[str]:
+    """MLQA's mixed segmentation: a character of the language's ranges or a punctuation mark is a token by itself,
+    the runs between them are split on whitespace; other languages split on whitespace only."""
+    ranges = SEGMENTED.get(language)
+    if ranges is None:
+        return text.split()
+    tokens = []
+    run = ""
+    for char in text:
+        alone = char in mlqa_punctuation()
+        for first, last in ranges:
+            if first <= ord(char) <= last:
+                alone = True
+        if alone:
+            tokens.extend(run.split())
+            run = ""
+            tokens.append(char)
+        else:
+            run += char
+    tokens.extend(run.split())
+    return tokens
+
+
+def mlqa_normalize(text: str, language: str) -> str:
+    """Lower case, punctuation removed, the language's articles replaced by a space (Arabic: "ال" wherever it
+    is), then the tokens that are not blank joined by single spaces."""
+    text = text.lower()
+    text = "".join(char for char in text if char not in mlqa_punctuation())
+    if language == "ar":
+        text = text.replace("ال", " ")
+    elif language in MLQA_ARTICLES:
+        text = drop_whole_words(text, MLQA_ARTICLES[language])
+    tokens = [token for token in mlqa_segment(text, language) if token.strip() != ""]
+    return " ".join(tokens)
+
+
+def mlqa_f1(prediction: str, gold: str, language: str) -> float:
+    """Token-overlap F1 of the normalized answers' whitespace tokens, 0 without overlap."""
+    pred_tokens = mlqa_normalize(prediction, language).split()
+    gold_tokens = mlqa_normalize(gold, language).split()
+    same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    if same == 0:
+        return 0.0
+    precision = same / len(pred_tokens)
+    recall = same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def mlqa_evaluate(gold: dict[str, list[str]], preds: dict[str, str], language: str) -> dict[str, float]:
+    """MLQA's evaluate(): the best EM and F1 over each question's gold answers, a missing prediction 0, in %."""
+    exact = f1 = 0.0
+    for qid, answers in gold.items():
+        if qid not in preds:
+            continue
+        exact += max(float(mlqa_normalize(preds[qid], language) == mlqa_normalize(a, language)) for a in answers)
+        f1 += max(mlqa_f1(preds[qid], a, language) for a in answers)
+    return {"exact_match": 100.0 * exact / len(gold), "f1": 100.0 * f1 / len(gold)}
+
+
+def mlqa_v2_question(prediction: str, answers: list[str], language: str) -> tuple[float, float]:
+    """One question's EM and F1 by SQuAD v2.0's rules on MLQA's normalization: gold answers that normalize to
+    nothing are dropped (none left: the question is scored against ""), and an empty side scores 1 only against an
+    empty other side."""
+    targets = [a for a in answers if mlqa_normalize(a, language) != ""]
+    if not targets:
+        targets = [""]
+    pred = mlqa_normalize(prediction, language)
+    best_exact = best_f1 = 0.0
+    for target in targets:
+        gold = mlqa_normalize(target, language)
+        best_exact = max(best_exact, float(pred == gold))
+        if pred == "" or gold == "":
+            best_f1 = max(best_f1, float(pred == gold))
+        else:
+            best_f1 = max(best_f1, mlqa_f1(prediction, target, language))
+    return best_exact, best_f1

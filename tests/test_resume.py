@@ -246,7 +246,7 @@ def test_sigterm_saves_the_step_and_the_rerun_ends_as_the_uninterrupted_run(full
     uninterrupted run's weights, bit for bit."""
     args, full, per_epoch = full_run
     args = [*args, "--save_strategy", "no", "--output_dir", str(tmp_path / "stopped")]
-    at = random.Random().randint(2, 3 * per_epoch - 2)
+    at = random.Random().randint(2, 3 * per_epoch // 2)  # the first half: a loaded machine relays the log late
     status, log = signal_after_steps([sys.executable, str(REPO / "qa.py"), *args], at)
     assert status == PREEMPTED_STATUS, log[-3000:]
     saved = [p.name for p in (tmp_path / "stopped").glob("checkpoint-*")]

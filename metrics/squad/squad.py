@@ -20,6 +20,8 @@ _CITATION = (
 _KWARGS_DESCRIPTION = (
     "predictions: list of {'id', 'prediction_text'}.\n"
     "references: list of {'id', 'answers': {'text': [...], 'answer_start': [...]}}.\n"
+    "language: a language code (en, zh, de, ...; docs/languages.md) to normalize answers by MLQA's rules for it;\n"
+    "default None, SQuAD's official English rules.\n"
     "Returns exact_match and f1 (percentages)."
 )
 
@@ -45,5 +47,5 @@ class Squad(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions: list[dict], references: list[dict]) -> dict:
-        return score_v1(gold_from_references(references), predictions_by_id(predictions))
+    def _compute(self, predictions: list[dict], references: list[dict], language: str | None = None) -> dict:
+        return score_v1(gold_from_references(references), predictions_by_id(predictions), language=language)

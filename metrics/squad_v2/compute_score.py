@@ -1,6 +1,7 @@
 """SQuAD v2.0 scorer: a drop-in for the official evaluate-v2.0.py, standard library only.
 
 Usage: python metrics/squad_v2/compute_score.py DATA PRED [-n NA_PROB] [-t THRESH] [-o OUT] [-p IMAGE_DIR]
+                                                [--language LANG]
 
 The numbers need only the standard library; the pictures of --out-image-dir are drawn by pictures.py
 (beside this file) with matplotlib, when it is installed.
@@ -19,8 +20,6 @@ if __package__:
 else:  # run as a script: this file's directory is on sys.path
     import squad_common
 
-_f1 = partial(squad_common.token_f1, empty_is_no_answer=True)
-
 
 class MissingPredictionsError(squad_common.ScoreInputError):
     """Raised because v2.0 scores are undefined unless every question has a value."""
@@ -34,18 +33,22 @@ def _require_every_question(gold: Mapping[str, object], values: Mapping[str, obj
                                       f"{squad_common.shown_ids(missing)}")
 
 
-def _raw_scores(gold: Mapping[str, list[str]], preds: Mapping[str, str]) -> tuple[dict[str, int], dict[str, float]]:
-    """EM and F1 per question before the no-answer threshold.
+def _raw_scores(
+    gold: Mapping[str, list[str]], preds: Mapping[str, str], language: str | None = None
+) -> tuple[dict[str, int], dict[str, float]]:
+    """EM and F1 per question before the no-answer threshold, normalized by the language's rules (None: SQuAD's).
 
     Gold answers that normalize to nothing are dropped; a question left without any is
     scored against the empty answer.
     """
+    exact_match = partial(squad_common.exact_match, language=language)
+    token_f1 = partial(squad_common.token_f1, empty_is_no_answer=True, language=language)
     exact: dict[str, int] = {}
     f1: dict[str, float] = {}
     for qid, answers in gold.items():
-        targets = [answer for answer in answers if squad_common.normalize_answer(answer)] or [""]
-        exact[qid] = squad_common.best_over_golds(squad_common.exact_match, preds[qid], targets)
-        f1[qid] = squad_common.best_over_golds(_f1, preds[qid], targets)
+        targets = [answer for answer in answers if squad_common.normalize_answer(answer, language)] or [""]
+        exact[qid] = squad_common.best_over_golds(exact_match, preds[qid], targets)
+        f1[qid] = squad_common.best_over_golds(token_f1, preds[qid], targets)
     return exact, f1
 
 
@@ -97,12 +100,16 @@ def score_v2(
     preds: dict[str, str],
     na_probs: dict[str, float] | None = None,
     na_prob_thresh: float = 1.0,
+    *,
+    language: str | None = None,
 ) -> dict:
     """Official SQuAD v2.0 scores; gold maps id -> answer texts (empty list = unanswerable).
 
     Without na_probs every probability is 0.0 and no best_* keys are reported. Predictions
-    for unknown ids are ignored; a missing prediction raises MissingPredictionsError.
+    for unknown ids are ignored; a missing prediction raises MissingPredictionsError. A language
+    (squad_common.LANGUAGES) normalizes answers by its rules instead of SQuAD's English ones.
     """
+    squad_common.check_language(language)
     squad_common.check_predictions(preds)
     if na_probs is not None:
         squad_common.check_na_probs(na_probs)
@@ -110,7 +117,7 @@ def score_v2(
     probs = {qid: 0.0 for qid in preds} if na_probs is None else na_probs
     _require_every_question(gold, probs, "no-answer probability")
     has_answer = {qid: bool(answers) for qid, answers in gold.items()}
-    exact_raw, f1_raw = _raw_scores(gold, preds)
+    exact_raw, f1_raw = _raw_scores(gold, preds, language)
     exact = _apply_threshold(exact_raw, probs, has_answer, na_prob_thresh)
     f1 = _apply_threshold(f1_raw, probs, has_answer, na_prob_thresh)
     result = _summary(exact, f1, list(gold))
@@ -135,9 +142,11 @@ class PrecisionRecall(NamedTuple):
     average_precision: float
 
 
-def raw_scores(gold: Mapping[str, list[str]], preds: Mapping[str, str]) -> tuple[dict[str, int], dict[str, float]]:
+def raw_scores(
+    gold: Mapping[str, list[str]], preds: Mapping[str, str], *, language: str | None = None
+) -> tuple[dict[str, int], dict[str, float]]:
     """EM and F1 per question before any no-answer threshold, for the pictures (see _raw_scores)."""
-    return _raw_scores(gold, preds)
+    return _raw_scores(gold, preds, language)
 
 
 def precision_recall(
@@ -166,16 +175,17 @@ def precision_recall(
 
 
 def precision_recall_analysis(
-    gold: Mapping[str, list[str]], preds: Mapping[str, str], na_probs: Mapping[str, float]
+    gold: Mapping[str, list[str]], preds: Mapping[str, str], na_probs: Mapping[str, float], *,
+    language: str | None = None,
 ) -> dict[str, PrecisionRecall]:
     """The official pr_exact, pr_f1 and pr_oracle curves; none when no question is answerable (as there).
 
-    Inputs as score_v2 checks them: every gold id has a prediction and a probability.
+    Inputs as score_v2 checks them: every gold id has a prediction and a probability, a known language.
     """
     has_answer = {qid: bool(answers) for qid, answers in gold.items()}
     if not any(has_answer.values()):
         return {}
-    exact, f1 = _raw_scores(gold, preds)
+    exact, f1 = _raw_scores(gold, preds, language)
     oracle = {qid: float(answerable) for qid, answerable in has_answer.items()}
     return {
         name: precision_recall(scores, na_probs, has_answer)
@@ -217,6 +227,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "and report pr_exact_ap, pr_f1_ap, pr_oracle_ap.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="Accepted; no effect, as in the official script.")
+    squad_common.add_language_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -248,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out_image_dir and not args.na_prob_file:
         print("note: --out-image-dir needs --na-prob-file; no pictures drawn", file=sys.stderr)
     try:
+        squad_common.check_language(args.language)
         _check_out_folder(args.out_file)
         _, gold = squad_common.read_gold(args.data_file)
         preds = squad_common.read_json(args.pred_file)
@@ -255,11 +267,11 @@ def main(argv: list[str] | None = None) -> None:
         na_probs = squad_common.read_json(args.na_prob_file) if args.na_prob_file else None
         if na_probs is not None:
             squad_common.check_na_probs(na_probs, args.na_prob_file)
-        result = score_v2(gold, preds, na_probs, args.na_prob_thresh)
+        result = score_v2(gold, preds, na_probs, args.na_prob_thresh, language=args.language)
     except squad_common.ScoreInputError as error:
         sys.exit(f"error: {error}")
     if args.out_image_dir and na_probs is not None:
-        curves = precision_recall_analysis(gold, preds, na_probs)
+        curves = precision_recall_analysis(gold, preds, na_probs, language=args.language)
         result.update({f"{name}_ap": 100.0 * curve.average_precision for name, curve in curves.items()})
         _draw_images(args.out_image_dir, curves, gold, na_probs)
     if args.out_file:

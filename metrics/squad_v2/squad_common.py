@@ -6,48 +6,130 @@ digit. Standard library only: this file is also run from a plain script and copi
 `evaluate.load` next to the metric scripts. It lives in metrics/squad_v2/ and
 metrics/squad/squad_common.py is a symlink to it (evaluate only copies same-directory
 imports), so there is a single implementation.
+
+With a `language` (docs/languages.md), answers are normalized by MLQA's published per-language rules
+(Lewis et al. 2020, mlqa_evaluation_v1.py) instead, extended to the other XQuAD and TyDi QA languages by one
+table, LANGUAGES; EM and F1 are computed from the normalized answers in the same way.
 """
 
+import argparse
 import json
 import math
 import re
 import string
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from functools import cache
+from typing import Any, NamedTuple
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
-def normalize_answer(text: str) -> str:
+class LanguageRule(NamedTuple):
+    """How one language's answers are normalized with `language` (the table of docs/languages.md)."""
+
+    articles: tuple[str, ...] = ()  # removed (replaced by a space) as whole words, by a Unicode-aware \b
+    articles_in_words: bool = False  # removed wherever they occur instead: MLQA's Arabic rule, as published
+    char_tokens: tuple[tuple[int, int], ...] = ()  # code point ranges whose characters are each one token
+
+
+_CJK = ((0x4E00, 0x9FA5),)  # MLQA's CJK ideographs
+LANGUAGES: dict[str, LanguageRule] = {
+    # MLQA's seven languages, with its rules
+    "en": LanguageRule(("a", "an", "the")),
+    "es": LanguageRule(("un", "una", "unos", "unas", "el", "la", "los", "las")),
+    "de": LanguageRule(("ein", "eine", "einen", "einem", "eines", "einer", "der", "die", "das", "den", "dem", "des")),
+    "vi": LanguageRule(("của", "là", "cái", "chiếc", "những")),
+    "ar": LanguageRule(("ال",), articles_in_words=True),
+    "hi": LanguageRule(),
+    "zh": LanguageRule(char_tokens=_CJK),
+    # the other XQuAD and TyDi QA languages: written without spaces, a character is a token; else whitespace
+    "ja": LanguageRule(char_tokens=((0x3040, 0x309F), (0x30A0, 0x30FF), *_CJK)),  # Hiragana, Katakana, CJK
+    "th": LanguageRule(char_tokens=((0x0E00, 0x0E7F),)),  # the Thai block
+    **{code: LanguageRule() for code in ("ko", "el", "ro", "ru", "tr", "bn", "fi", "id", "sw", "te")},
+}
+
+
+def check_language(language: str | None) -> None:
+    """None (SQuAD's English rules) or a language of LANGUAGES: any other would silently score by no rule."""
+    if language is not None and not (isinstance(language, str) and language in LANGUAGES):
+        raise ScoreInputError(f"unknown language {language!r}; the known languages are {', '.join(LANGUAGES)} "
+                              "(docs/languages.md); leave the language out for SQuAD's official English rules")
+
+
+def add_language_argument(parser: argparse.ArgumentParser) -> None:
+    """--language, the same on both command lines."""
+    parser.add_argument(
+        "--language", metavar="LANG",
+        help=f"Normalize answers by MLQA's rules for this language ({', '.join(LANGUAGES)}; see docs/languages.md) "
+        "instead of SQuAD's English rules.",
+    )
+
+
+@cache
+def _language_patterns(language: str) -> tuple[re.Pattern | None, re.Pattern | None]:
+    """The language's articles and its one-character tokens as regular expressions, compiled once."""
+    check_language(language)
+    rule = LANGUAGES[language]
+    words = "|".join(map(re.escape, rule.articles))
+    articles = None if not words else re.compile(words if rule.articles_in_words else rf"\b({words})\b")
+    ranges = "".join(f"{chr(first)}-{chr(last)}" for first, last in rule.char_tokens)
+    return articles, re.compile(f"[{ranges}]") if ranges else None
+
+
+@cache
+def _is_punctuation(char: str) -> bool:
+    """MLQA's punctuation: every character of a Unicode P* category, and ASCII's string.punctuation (which
+    also holds the symbols $ + < = > ^ ` | ~)."""
+    return char in _PUNCTUATION or unicodedata.category(char).startswith("P")
+
+
+def _normalize_for_language(text: str, language: str) -> str:
+    """MLQA's order: lower case, punctuation out, articles out, then the tokens joined by single spaces.
+
+    MLQA's Chinese tokenizer also makes each punctuation character a token; none is left by then.
+    """
+    articles, char_tokens = _language_patterns(language)
+    kept = "".join(char for char in text.lower() if not _is_punctuation(char))
+    if articles is not None:
+        kept = articles.sub(" ", kept)
+    if char_tokens is not None:
+        kept = char_tokens.sub(r" \g<0> ", kept)
+    return " ".join(kept.split())
+
+
+def normalize_answer(text: str, language: str | None = None) -> str:
     """Lower-case, drop ASCII punctuation and whole-word articles, collapse whitespace.
 
     Only string.punctuation is removed, so non-ASCII marks such as '«' or '—' stay,
-    exactly as in the official scripts.
+    exactly as in the official scripts. With a language: MLQA's rules for it instead.
     """
+    if language is not None:
+        return _normalize_for_language(text, language)
     kept = "".join(char for char in text.lower() if char not in _PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", kept).split())
 
 
-def answer_tokens(text: str) -> list[str]:
+def answer_tokens(text: str, language: str | None = None) -> list[str]:
     """Whitespace tokens of the normalized answer, the unit F1 counts."""
-    return normalize_answer(text).split()
+    return normalize_answer(text, language).split()
 
 
-def exact_match(prediction: str, gold: str) -> int:
+def exact_match(prediction: str, gold: str, language: str | None = None) -> int:
     """1 when prediction and gold normalize to the same string, else 0."""
-    return int(normalize_answer(prediction) == normalize_answer(gold))
+    return int(normalize_answer(prediction, language) == normalize_answer(gold, language))
 
 
-def token_f1(prediction: str, gold: str, *, empty_is_no_answer: bool) -> float:
+def token_f1(prediction: str, gold: str, *, empty_is_no_answer: bool, language: str | None = None) -> float:
     """Harmonic mean of token precision and recall over the multiset overlap.
 
     v2.0 (empty_is_no_answer=True) reads an empty side as "no answer": 1 when both are
     empty, else 0. v1.1 has no such case: anything without overlap scores 0.
     """
-    pred_tokens = answer_tokens(prediction)
-    gold_tokens = answer_tokens(gold)
+    pred_tokens = answer_tokens(prediction, language)
+    gold_tokens = answer_tokens(gold, language)
     if empty_is_no_answer and not (pred_tokens and gold_tokens):
         return float(pred_tokens == gold_tokens)
     num_same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())

@@ -20,6 +20,8 @@ _KWARGS_DESCRIPTION = (
     "predictions: list of {'id', 'prediction_text', 'no_answer_probability'}.\n"
     "references: list of {'id', 'answers': {'text': [...], 'answer_start': [...]}}; no text = unanswerable.\n"
     "no_answer_threshold: a question is answered 'no answer' when its probability exceeds this (default 1.0).\n"
+    "language: a language code (en, zh, de, ...; docs/languages.md) to normalize answers by MLQA's rules for it;\n"
+    "default None, SQuAD's official English rules.\n"
     "Returns exact, f1, total, HasAns_*/NoAns_* (when present), best_exact(_thresh), best_f1(_thresh)."
 )
 
@@ -49,6 +51,8 @@ class SquadV2(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions: list[dict], references: list[dict], no_answer_threshold: float = 1.0) -> dict:
+    def _compute(self, predictions: list[dict], references: list[dict], no_answer_threshold: float = 1.0,
+                 language: str | None = None) -> dict:
         na_probs = {prediction["id"]: prediction["no_answer_probability"] for prediction in predictions}
-        return score_v2(gold_from_references(references), predictions_by_id(predictions), na_probs, no_answer_threshold)
+        return score_v2(gold_from_references(references), predictions_by_id(predictions), na_probs, no_answer_threshold,
+                        language=language)
