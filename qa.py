@@ -22,6 +22,7 @@ from transformers import PrinterCallback, Seq2SeqTrainingArguments, TrainingArgu
 
 import squad_v2
 from qakit import launch
+from qakit.adapters import merge_adapters, with_adapters
 from qakit.answers import AnswerSettings
 from qakit.card import write_card
 from qakit.checkpoints import find_checkpoint
@@ -72,6 +73,17 @@ class ModelArguments:
     allow_untrained_head: bool = field(default=False, metadata={
         "help": "Evaluate or predict even when the answer head's weights are not in the checkpoint (they are "
                 "random then: for smoke tests only)."})
+    lora_r: int | None = field(default=None, metadata={
+        "help": "Train LoRA adapters of this rank beside the frozen weights (the answer head in full): a big model's "
+                "training state on one or two GPUs. See docs/big-models.md#adapters."})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA scaling numerator (default 2 x --lora_r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path."})
+    lora_target_modules: list[str] | None = field(default=None, metadata={
+        "help": "Layer names that get adapters (default: every linear layer of the model, named in the log)."})
+    merge_lora: bool = field(default=False, metadata={
+        "help": "Also write the model with the adapters folded in, standalone, to OUTPUT_DIR/merged."})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: the frozen weights in 4-bit NF4 (CUDA)."})
+    load_in_8bit: bool = field(default=False, metadata={"help": "The frozen weights in 8-bit (CUDA)."})
     start_n_top: int | None = field(default=None, metadata={
         "help": "Beam head: start positions kept per window (default: the config's, 5)."})
     end_n_top: int | None = field(default=None, metadata={
@@ -206,6 +218,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             family = QAFamily.detect(model, tokenizer, data_args.max_seq_length, model_args.offsets_by_alignment)
             check_unknown_share(family, raw, model_args.tokenizer_name or model_args.model_name_or_path)
             head = head.prepare(family, model, data_args, training_args)
+            model = with_adapters(model, model_args, training_args, head.generative)  # LoRA, or an adapter folder's
 
         # Windows: questions -> model inputs (cached)
         windows = SplitWindows(raw, family, head.text_inputs, data_args, training_args, model_args.cache_dir, phases)
@@ -240,6 +253,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
             # What the run leaves: the model card, the pictures, the report
             with phases.time("write"):
+                if model_args.merge_lora:
+                    merge_adapters(trainer)
                 write_card(trainer, results, reports, arguments, model_args, data_args)
                 draw_run_pictures(trainer, eval_sets)
             results |= finish(trainer, phases, results)

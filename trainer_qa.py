@@ -30,7 +30,7 @@ from qakit.features import EvalSet
 from qakit.files import atomic_path, write_json
 from qakit.heads import SpanHead
 from qakit.preemption import StopOnSignal
-from qakit.report import Phases, report_split
+from qakit.report import Phases, report_split, training_footprint
 from utils_qa import answer_split
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class QuestionAnsweringTrainer(Trainer):
         super().__init__(*args, eval_dataset=eval_sets[0].loader_dataset if eval_sets else None, **kwargs)
         self.head = head  # how the model answers: qakit/heads.py
         self.card_sections = ""  # markdown qa.py adds to the model card (qakit/card.py)
+        self.finish_card: Callable[[str], None] | None = None  # HF's part of the card made to travel (qakit/card.py)
         # the windows carry bookkeeping (context range, null position, window index) the model does not take
         self.args.remove_unused_columns = False
         self.eval_sets = eval_sets or []
@@ -116,11 +117,17 @@ class QuestionAnsweringTrainer(Trainer):
                 self.state.save_to_json(tmp)
 
     def create_model_card(self, *args: Any, **kwargs: Any) -> None:
-        """Trainer's README.md, then our sections; push_to_hub calls this before it uploads the folder."""
+        """Trainer's README.md, then our sections, then HF's part made to travel (`qakit.card`); push_to_hub
+        calls this before it uploads the folder."""
         super().create_model_card(*args, **kwargs)
-        if self.card_sections and self.is_world_process_zero():
-            with open(os.path.join(self.args.output_dir, "README.md"), "a", encoding="utf-8") as f:
+        if not self.is_world_process_zero():
+            return
+        path = os.path.join(self.args.output_dir, "README.md")
+        if self.card_sections:
+            with open(path, "a", encoding="utf-8") as f:
                 f.write("\n" + self.card_sections)
+        if self.finish_card is not None:
+            self.finish_card(path)
 
     # ---- Trainer internals: the same names and signatures in transformers 4.57 and 5.x ------
 
@@ -248,7 +255,8 @@ def train(trainer: QuestionAnsweringTrainer, checkpoint: str | None, arguments: 
             # the final model is gathered whole, so from_pretrained loads it on one device
             trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
         trainer.save_model()
-        metrics = report_split(trainer, "train", dict(out.metrics, train_samples=len(trainer.train_dataset)))
+        metrics = report_split(trainer, "train", dict(out.metrics, train_samples=len(trainer.train_dataset),
+                                                      **training_footprint(trainer)))
         trainer.save_state()
         if trainer.state.best_model_checkpoint and trainer.is_world_process_zero():
             write_json(os.path.join(trainer.args.output_dir, "best_checkpoint.json"),

@@ -4,8 +4,12 @@
 # training tokens/s (non-padding tokens seen / train runtime), samples/s, and peak GPU memory of rank 0.
 # Needs GPUs (CUDA), deepspeed for the ZeRO runs, the model and the data (hub or local caches).
 #
+# With LoRA (--lora_r 16, bf16 weights, the head in full) on one GPU and on two (DDP), as issue 21 asks for a
+# 7B model: MODEL=meta-llama/Llama-2-7b-hf STEPS=50 ONLY=lora bash benchmarks/gpu_big_models.sh
+#
 #   bash benchmarks/gpu_big_models.sh [extra qa.py flags...]
 #   MODEL=meta-llama/Llama-3.2-1B DATA=squad_v2 STEPS=30 bash benchmarks/gpu_big_models.sh
+#   ONLY=zero3 ...: only the runs whose name starts so
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${MODEL:-TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T}
@@ -19,6 +23,7 @@ fi
 GPUS=$(python -c "import torch; print(torch.cuda.device_count())")
 run() {  # name nproc engine-flags...
   local name=$1 nproc=$2; shift 2
+  if [[ "$name" != "${ONLY:-}"* ]]; then return; fi
   if (( nproc > GPUS )); then echo "$name: skipped (needs $nproc GPUs, $GPUS here)"; return; fi
   local dir="$OUT/$name"
   torchrun --nproc_per_node "$nproc" --master_port $((29600 + RANDOM % 300)) qa.py \
@@ -43,4 +48,5 @@ for n in 1 2; do
   run "zero2-x$n" "$n" --deepspeed configs/ds_zero2.json
   run "zero3-x$n" "$n" --deepspeed configs/ds_zero3.json
   run "fsdp-x$n" "$n" --fsdp "full_shard auto_wrap" --fsdp_config configs/fsdp_full_shard.json
+  run "lora-x$n" "$n" --lora_r 16 --learning_rate 2e-4 --torch_dtype bfloat16
 done

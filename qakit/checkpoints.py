@@ -81,7 +81,8 @@ def is_complete(checkpoint: str | os.PathLike, with_optimizer: bool = True) -> b
         needed += rng if deepspeed else ["scheduler.pt", *rng]  # DeepSpeed keeps its scheduler in its own state
         optimizer = (deepspeed or folder.torch_file("optimizer.pt") or folder.torch_file("optimizer.bin")
                      or folder.sharded("optimizer_0"))
-    return (weights and optimizer and (fsdp_shards or folder.model_config())
+    adapter = folder.nonempty("adapter_config.json")  # a LoRA run's checkpoint: the adapter, no config.json
+    return (weights and optimizer and (fsdp_shards or adapter or folder.model_config())
             and all(map(folder.torch_file, needed))
             and all(folder.loads(name) for name in needed if name != "training_args.bin"))  # the resume reads these
 
@@ -139,8 +140,9 @@ class _Folder:
             return False
 
     def weights(self) -> bool:
-        if not self.nonempty("model.safetensors.index.json"):
-            return self.safetensors_file("model.safetensors") or self.torch_file("pytorch_model.bin")
+        if not self.nonempty("model.safetensors.index.json"):  # a LoRA run's checkpoint holds its adapter
+            return any(self.safetensors_file(f"{name}.safetensors") for name in ("model", "adapter_model")) or \
+                self.torch_file("pytorch_model.bin")
         try:
             index = json.loads((self.path / "model.safetensors.index.json").read_text(encoding="utf-8"))
             return all(self.safetensors_file(shard) for shard in set(index["weight_map"].values()))

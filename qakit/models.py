@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoTokenizer
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+from qakit.adapters import ADAPTER_CONFIG, quantization, read_adapter
 from qakit.errors import QAConfigError, QAError
 from qakit.family import QAFamily, prepare_model
 from qakit.heads import SpanHead, resolve_head
@@ -28,7 +29,7 @@ def check_model_source(name: str, flag: str) -> None:
     """A local model path that is wrong is reported as such, not as a hub or network problem."""
     path = Path(name).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        if not (path / "config.json").is_file() and not (path / ADAPTER_CONFIG).is_file():
             raise QAConfigError(f"{flag} {name}: the folder has no config.json, so it is not a saved model "
                                 "(a model folder holds config.json, the weights and the tokenizer files)")
     elif path.exists():
@@ -46,7 +47,9 @@ def load_model(model_args: Any, training_args: Any) -> tuple[torch.nn.Module, An
             check_model_source(getattr(model_args, flag), f"--{flag}")
     hub = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
            "trust_remote_code": model_args.trust_remote_code}
-    config_source = model_args.config_name or model_args.model_name_or_path
+    adapter = read_adapter(model_args.model_name_or_path)  # an adapter folder: weights from its base model
+    source = adapter["base_model_name_or_path"] if adapter else model_args.model_name_or_path
+    config_source = model_args.config_name or source
     check_remote_code(model_args)
     with damaged_files(config_source, "config.json", "--config_name", ValueError):  # valid JSON, wrong content
         try:
@@ -74,13 +77,16 @@ def load_model(model_args: Any, training_args: Any) -> tuple[torch.nn.Module, An
         raise _damaged_tokenizer(tokenizer_source, err) from err
     check_vocabulary(tokenizer, config, tokenizer_source)
     dtype = model_args.torch_dtype if model_args.torch_dtype == "auto" else getattr(torch, model_args.torch_dtype)
-    kwargs: dict[str, Any] = {"dtype": dtype}  # transformers 5 defaults to the checkpoint's dtype; we do not
+    kwargs: dict[str, Any] = {"dtype": dtype, **quantization(model_args)}  # transformers 5 defaults to the
+    # checkpoint's dtype; we do not
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
-    with damaged_files(model_args.model_name_or_path, "weights", "--model_name_or_path", SafetensorError):
-        model, loading = head.model_class(config).from_pretrained(model_args.model_name_or_path, config=config,
-                                                                  output_loading_info=True, **hub, **kwargs)
-    check_answer_head(model, loading["missing_keys"], model_args, head.name, training_args.do_train)
+    with damaged_files(source, "weights", "--model_name_or_path", SafetensorError):
+        model, loading = head.model_class(config).from_pretrained(source, config=config, output_loading_info=True,
+                                                                  **hub, **kwargs)
+    saved_with_adapter = tuple(f"{m}." for m in (adapter or {}).get("modules_to_save") or [])
+    missing = [key for key in loading["missing_keys"] if not key.startswith(saved_with_adapter)]
+    check_answer_head(model, missing, model_args, head.name, training_args.do_train)
     prepare_model(model, tokenizer, generative=head.generative)
     return model, tokenizer, head
 

@@ -53,6 +53,17 @@ def peak_memory() -> dict[str, float]:
     return out
 
 
+def training_footprint(trainer: Any) -> dict[str, float]:
+    """What the run trained and what its optimizer holds (this process's share, under a sharding engine): the
+    figures LoRA changes."""
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    state = getattr(trainer.optimizer, "state", {}) or {}
+    state_bytes = sum(t.numel() * t.element_size() for entry in state.values() for t in entry.values()
+                      if torch.is_tensor(t))
+    return {"train_trainable_parameters": sum(getattr(p, "ds_numel", p.numel()) for p in params),
+            "train_optimizer_state_mib": round(state_bytes / 2**20, 3)}
+
+
 def _scores(r: dict, prefix: str) -> list[tuple[str, str]]:
     rows = []
     if f"{prefix}_f1" in r:

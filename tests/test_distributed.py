@@ -177,7 +177,7 @@ def test_sigterm_to_one_rank_stops_every_rank_at_one_checkpoint(bert, tmp_path):
     from qakit.preemption import PREEMPTED_STATUS
 
     data = squad_file(tmp_path / "d.json")
-    args = [*tiny_run_flags(bert, data), "--do_train", "--num_train_epochs", "4", "--logging_steps", "1",
+    args = [*tiny_run_flags(bert, data), "--do_train", "--num_train_epochs", "2", "--logging_steps", "1",
             "--save_strategy", "no"]
     full = run_qa([*args, "--output_dir", str(tmp_path / "full")], launcher=torchrun(), env=ONE_THREAD)
     assert full.returncode == 0, full.stderr[-3000:]
