@@ -1,5 +1,5 @@
 """Redraw the pictures of a run folder (qa.py's, or HF run_qa.py's): python plot_run.py OUTPUT_DIR [--data_file
-dev.json] [--prefix eval] [--threshold T].
+dev.json] [--prefix eval] [--threshold T] [--language LANG].
 
 Prints each picture written, then what was skipped and why. Exit status: 0 when at least one picture was
 drawn, 1 when none could be, 2 for a usage error or a broken input file.
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import squad_v2
+from metrics.squad_v2.squad_common import ScoreInputError, add_language_argument, check_language
 from qakit import plots
 
 
@@ -23,6 +24,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--prefix", default="eval", help="the split's file prefix: eval (default) or predict")
     parser.add_argument("--threshold", type=float, help="the null threshold the run predicted with (default: the one "
                         "that reproduces <prefix>_predictions.json, else 0.0)")
+    add_language_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -36,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plot_run.py: error: --data_file {args.data_file} is not a file", file=sys.stderr)
         return 2
     try:
+        check_language(args.language)
         gold = None if args.data_file is None else squad_v2.gold_answers(args.data_file)
-        drawn = plots.draw_all(args.output_dir, args.prefix, args.threshold, gold=gold, source=args.data_file)
-    except (plots.PlotInputError, squad_v2.SquadFormatError) as error:
+        drawn = plots.draw_all(args.output_dir, args.prefix, args.threshold, gold=gold, source=args.data_file,
+                               language=args.language)
+    except (plots.PlotInputError, squad_v2.SquadFormatError, ScoreInputError) as error:
         print(f"plot_run.py: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     for path in drawn.written:

@@ -219,19 +219,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             check_unknown_share(family, raw, model_args.tokenizer_name or model_args.model_name_or_path)
             head = head.prepare(family, model, data_args, training_args)
             model = with_adapters(model, model_args, training_args, head.generative)  # LoRA, or an adapter folder's
+            threshold = starting_threshold(data_args.null_score_diff_threshold, data_args.version_2_with_negative,
+                                           model_args.model_name_or_path)  # before any process clears OUTPUT_DIR
 
         # Windows: questions -> model inputs (cached)
         windows = SplitWindows(raw, family, head.text_inputs, data_args, training_args, model_args.cache_dir, phases)
         train_features = windows.training() if training_args.do_train else None
         eval_sets = windows.evaluation() if training_args.do_eval else []
 
-        threshold = starting_threshold(data_args.null_score_diff_threshold, data_args.version_2_with_negative,
-                                       model_args.model_name_or_path)
         settings = AnswerSettings(data_args.n_best_size, data_args.max_answer_length,
                                   data_args.version_2_with_negative, threshold)
         trainer = build_trainer(model, tokenizer, family, head, train_features, eval_sets, settings, data_args,
                                 training_args)
-        clear_earlier_outputs(training_args, data_args.asking)  # the input is sound: the earlier run's files go
+        clear_earlier_outputs(training_args, data_args.asking, hasattr(model, "peft_config"),
+                              model_args.model_name_or_path)  # the input is sound: the earlier run's files go
         arguments = redacted(sys.argv[1:] if argv is None else argv)  # written into the card: no tokens
         results: dict[str, float] = {}
         with disk_errors(training_args.output_dir):
@@ -253,9 +254,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
             # What the run leaves: the model card, the pictures, the report
             with phases.time("write"):
-                if model_args.merge_lora:
-                    merge_adapters(trainer)
                 write_card(trainer, results, reports, arguments, model_args, data_args)
+                if model_args.merge_lora:  # last: the merge changes the trainer's model in place
+                    merge_adapters(trainer)
                 draw_run_pictures(trainer, eval_sets)
             results |= finish(trainer, phases, results)
         return results

@@ -120,7 +120,7 @@ def starting_threshold(threshold_flag: str | None, version_2_with_negative: bool
                             "file (an evaluation writes it anew) or pass --null_score_diff_threshold")
     if weights is not None and weights != weights_fingerprint(model_dir):
         logger.warning("Not using the null threshold %s in %s: it was calibrated on other weights than the ones "
-                       "in %s now; using 0.0 (evaluate with --do_eval to calibrate, or pass "
+                       "in %s now; using 0.0 (an evaluation into that folder calibrates it anew, or pass "
                        "--null_score_diff_threshold)", value, recorded, model_dir)
         return 0.0
     logger.info("Null threshold %s, as recorded in %s (pass --null_score_diff_threshold to override)", value, recorded)
@@ -148,15 +148,24 @@ def record_threshold(trainer: Any, results: dict[str, float], model_dir: str, up
         return
     out, trained = trainer.args.output_dir, trainer.args.do_train
     path = os.path.join(out, THRESHOLD_FILE)
-    if not trained and not update and os.path.isfile(path) and is_model_folder(out):
+    if not trained and not update and is_model_folder(out) and _for_these_weights(path, out):
         logger.info("Kept the model folder's %s; this evaluation's best threshold %s is in eval_results.json "
                     "(--update_model_folder replaces it)", path, results["eval_best_threshold"])
         return
     calibrated_on = out if trained else model_dir
     write_json(path, {"null_score_diff_threshold": results["eval_best_threshold"], "best_f1": results["eval_best_f1"],
                       "best_exact": results["eval_best_exact"], "evaluated_questions": results["eval_examples"],
-                      "model": os.path.abspath(calibrated_on) if os.path.isdir(calibrated_on) else calibrated_on,
-                      "weights_sha256": weights_fingerprint(calibrated_on)})
+                      "model": Path(calibrated_on).resolve().name if os.path.isdir(calibrated_on) else calibrated_on,
+                      "weights_sha256": weights_fingerprint(calibrated_on)})  # a name, not a path: it may be pushed
+
+
+def _for_these_weights(path: str, folder: str) -> bool:
+    """A recorded threshold that belongs to the folder's weights (one calibrated on others is stale: replaced)."""
+    try:
+        recorded = json.loads(Path(path).read_text(encoding="utf-8")).get("weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return recorded is None or recorded == weights_fingerprint(folder)
 
 
 # --------------------------------------------------------------------------------------------

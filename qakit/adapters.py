@@ -16,19 +16,11 @@ from typing import Any
 import torch
 
 from qakit.errors import QAConfigError
+from qakit.heads import head_modules
+from qakit.outputs import ADAPTER_CONFIG, MERGED
 
 logger = logging.getLogger("qa")
 
-ADAPTER_CONFIG = "adapter_config.json"
-MERGED = "merged"  # OUTPUT_DIR/merged: the standalone model --merge_lora writes
-
-
-def head_modules(model: torch.nn.Module) -> list[str]:
-    """The top-level modules outside the base model: the answer head (qa_outputs; the beam head's three)."""
-    if model.base_model is model:
-        return []
-    inside = {id(p) for p in model.base_model.parameters()}
-    return list(dict.fromkeys(name.split(".")[0] for name, p in model.named_parameters() if id(p) not in inside))
 
 
 def linear_targets(model: torch.nn.Module) -> list[str]:
@@ -44,6 +36,26 @@ def linear_targets(model: torch.nn.Module) -> list[str]:
     if not names:
         raise QAConfigError(f"{type(model).__name__} has no linear layers for LoRA; pass --lora_target_modules")
     return sorted(names)
+
+
+def check_adapter_flags(model_args: Any, training_args: Any) -> None:
+    """Combinations that cannot work, said before anything runs."""
+    adapter_folder = read_adapter(model_args.model_name_or_path) is not None
+    quantized = model_args.load_in_4bit or model_args.load_in_8bit
+    sharded = bool(training_args.deepspeed or training_args.fsdp)
+    if model_args.lora_r and not training_args.do_train:
+        raise QAConfigError("--lora_r adds adapters to train: it needs --do_train (an adapter folder given as "
+                            "--model_name_or_path answers with its adapter)")
+    if quantized and training_args.do_train and not (model_args.lora_r or adapter_folder):
+        raise QAConfigError("--load_in_4bit/--load_in_8bit weights cannot be trained: add --lora_r (QLoRA)")
+    if model_args.merge_lora and not (model_args.lora_r or adapter_folder):
+        raise QAConfigError("--merge_lora folds LoRA adapters into the weights: it needs --lora_r (or an adapter "
+                            "folder as --model_name_or_path)")
+    if model_args.merge_lora and (quantized or sharded):
+        why = "the weights are quantized" if quantized else "the weights are sharded over the processes"
+        raise QAConfigError(f"--merge_lora: {why}, so the merge would not give a standalone model; merge afterwards "
+                            "in one process from the adapter folder: python qa.py --model_name_or_path OUTPUT_DIR "
+                            "--merge_lora --do_eval ... (the base loads in full precision there)")
 
 
 def add_adapters(model: torch.nn.Module, model_args: Any, training_args: Any, generative: bool) -> torch.nn.Module:
@@ -62,6 +74,9 @@ def add_adapters(model: torch.nn.Module, model_args: Any, training_args: Any, ge
         model = prepare_model_for_kbit_training(model, training_args.gradient_checkpointing)
     elif training_args.gradient_checkpointing:
         model.enable_input_require_grads()  # the frozen embeddings' output must carry gradients to the adapters
+    if training_args.gradient_checkpointing and training_args.gradient_checkpointing_kwargs is None:
+        # reentrant checkpointing (transformers 4.x's default) under DDP marks adapter gradients ready twice
+        training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
     model = get_peft_model(model, config)
     trainable, total = count_parameters(model)
     logger.info("LoRA r=%d, alpha=%d, dropout=%g on %s; the answer head (%s) trained in full: %s of %s "
@@ -125,10 +140,8 @@ def with_adapters(model: torch.nn.Module, model_args: Any, training_args: Any, g
     or as it is."""
     from peft import PeftModel
 
+    check_adapter_flags(model_args, training_args)
     if read_adapter(model_args.model_name_or_path) is None:
-        if model_args.merge_lora and not model_args.lora_r:
-            raise QAConfigError("--merge_lora folds LoRA adapters into the weights: it needs --lora_r (or an adapter "
-                                "folder as --model_name_or_path)")
         return add_adapters(model, model_args, training_args, generative) if model_args.lora_r else model
     if model_args.lora_r:
         raise QAConfigError(f"--model_name_or_path {model_args.model_name_or_path} is an adapter folder: drop --lora_r "

@@ -242,6 +242,7 @@ def run_card(trainer: Any, results: dict[str, float], reports: dict, arguments: 
     """The card's facts, gathered before HF's card replaces a README.md the model folder may hold."""
     base = base_model(model_args.model_name_or_path)
     model, out = trainer.model, trainer.args.output_dir
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model  # a LoRA run's: the model within
     here = Path(out).resolve().name if trainer.args.do_train or is_model_folder(out) else base.name
     name = (trainer.args.push_to_hub and trainer.hub_model_id) or here
     return RunCard(base, results, reports, eval_data(data_args), trainer.head.name, data_args.version_2_with_negative,

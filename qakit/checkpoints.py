@@ -142,7 +142,7 @@ class _Folder:
     def weights(self) -> bool:
         if not self.nonempty("model.safetensors.index.json"):  # a LoRA run's checkpoint holds its adapter
             return any(self.safetensors_file(f"{name}.safetensors") for name in ("model", "adapter_model")) or \
-                self.torch_file("pytorch_model.bin")
+                any(map(self.torch_file, ("pytorch_model.bin", "adapter_model.bin")))
         try:
             index = json.loads((self.path / "model.safetensors.index.json").read_text(encoding="utf-8"))
             return all(self.safetensors_file(shard) for shard in set(index["weight_map"].values()))

@@ -189,3 +189,22 @@ def _beam_class_name(model_type: str | None) -> str:
 
 
 HEADS_BY_NAME: dict[str, SpanHead] = {h.name: h for h in (SpanHead(), BeamHead(), GenerateHead())}
+
+
+def head_modules(model: torch.nn.Module) -> list[str]:
+    """The top-level modules that answer, outside the pretrained body: qa_outputs, the beam head's three. Found
+    from the model itself: the modules outside `model.base_model`, or (where the class is its own base, as T5's
+    span head) those its family's bare model does not have. A seq2seq LM's output layer, tied to its input
+    embeddings, is the body's."""
+    if model.base_model is not model:
+        inside = {id(p) for p in model.base_model.parameters()}
+        names = [name.split(".")[0] for name, p in model.named_parameters() if id(p) not in inside]
+    else:
+        try:
+            with torch.device("meta"):
+                bare = transformers.AutoModel.from_config(model.config)
+        except (ValueError, KeyError):  # no bare model of this family: nothing to tell the head by
+            return []
+        names = [name for name, _ in model.named_children() if name not in dict(bare.named_children())]
+    output = model.get_output_embeddings()
+    return [name for name in dict.fromkeys(names) if getattr(model, name, None) is not output]

@@ -18,7 +18,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from qakit.adapters import ADAPTER_CONFIG, quantization, read_adapter
 from qakit.errors import QAConfigError, QAError
 from qakit.family import QAFamily, prepare_model
-from qakit.heads import SpanHead, resolve_head
+from qakit.heads import SpanHead, head_modules, resolve_head
 
 logger = logging.getLogger("qa")
 
@@ -94,9 +94,8 @@ def load_model(model_args: Any, training_args: Any) -> tuple[torch.nn.Module, An
 def check_answer_head(model: torch.nn.Module, missing: list[str], model_args: Any, head: str, training: bool) -> None:
     """A head the checkpoint lacks starts from random weights: fine to train, noise to evaluate (its answers
     change with --seed, and only the loader's table of missing keys says so)."""
-    base = {id(p) for p in model.base_model.parameters()} if model.base_model is not model else None
-    untrained = [name for name, p in model.named_parameters() if base is not None and id(p) not in base
-                 and name in set(missing)]
+    modules, missing = head_modules(model), set(missing)
+    untrained = [name for name, _ in model.named_parameters() if name in missing and name.split(".")[0] in modules]
     source = model_args.model_name_or_path
     if not untrained:
         return

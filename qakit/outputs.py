@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from qakit.files import write_json
 
 logger = logging.getLogger(__name__)
 
+ADAPTER_CONFIG = "adapter_config.json"  # a LoRA adapter's (peft)
+MERGED = "merged"  # OUTPUT_DIR/merged: the standalone model --merge_lora writes
 THRESHOLD_FILE = "null_threshold.json"  # the null threshold an evaluation calibrated, kept with the model
 ALL_RESULTS = "all_results.json"
 # per split prefix (train, eval, predict): the predictions, metrics and pictures the run writes for it
@@ -29,12 +32,16 @@ MODEL_FILES = (THRESHOLD_FILE, "best_checkpoint.json", "training_loss.png", "tra
 WEIGHT_PATTERNS = ("model*.safetensors", "pytorch_model*.bin", "adapter_model.safetensors", "adapter_model.bin")
 
 
-def clear_earlier_outputs(training_args: Any, asking: bool) -> None:
+def clear_earlier_outputs(training_args: Any, asking: bool, saves_adapter: bool = False,
+                          model_dir: str | None = None) -> None:
     """Remove the earlier run's files this run replaces (from the process that writes them), and their keys in
     all_results.json. Asked questions are printed, never written.
 
-    A folder that is not a model folder holds no calibrated threshold of its own: a threshold there is an
-    earlier evaluation's output and goes with its split."""
+    A training run also removes an earlier model saved in the other layout (a LoRA adapter where it saves a whole
+    model, or the reverse: the loader would take the stale one), unless that is the model it starts from
+    (`model_dir`), and an earlier `merged/` model. A folder that is
+    not a model folder holds no calibrated threshold of its own: a threshold there is an earlier evaluation's
+    output and goes with its split."""
     out = Path(training_args.output_dir)
     if asking or not training_args.should_save or not out.is_dir():
         return
@@ -44,12 +51,16 @@ def clear_earlier_outputs(training_args: Any, asking: bool) -> None:
     names = sorted({p.name for split in splits for name in SPLIT_FILES  # the split's own, and each set's
                     for p in [*out.glob(f"{split}_{name}"), *out.glob(f"{split}_*_{name}")]})
     if model_replaced:
-        names += MODEL_FILES
+        starts_here = model_dir is not None and Path(model_dir).resolve() == out.resolve()
+        names += [*MODEL_FILES, *([] if starts_here else [p.name for p in _other_layout(out, saves_adapter)])]
+        if (out / MERGED).is_dir():
+            shutil.rmtree(out / MERGED)
+            names.append(f"{MERGED}/")
     elif "eval" in splits and not is_model_folder(out):
         names.append(THRESHOLD_FILE)
-    removed = [name for name in names if (out / name).is_file()]
+    removed = [name for name in names if (out / name).is_file() or name.endswith("/")]
     for name in removed:
-        (out / name).unlink()
+        (out / name).unlink(missing_ok=True)
     if _drop_results(out / ALL_RESULTS, splits, everything=model_replaced):
         removed.append(ALL_RESULTS)
     if removed:
@@ -90,6 +101,14 @@ def weights_fingerprint(folder: str | Path) -> str | None:
     return digest.hexdigest()
 
 
+def _other_layout(out: Path, saves_adapter: bool) -> list[Path]:
+    """The weight files (and adapter config) of the layout this run does not save."""
+    adapter = [out / ADAPTER_CONFIG, *out.glob("adapter_model.*")]
+    whole = [*out.glob("model*.safetensors"), *out.glob("model.safetensors.index.json"),
+             *out.glob("pytorch_model*.bin")]
+    return [p for p in (whole if saves_adapter else adapter) if p.is_file()]
+
+
 def weight_files(folder: str | Path) -> list[Path]:
     path = Path(folder)
     return sorted({f for pattern in WEIGHT_PATTERNS for f in path.glob(pattern) if f.is_file()}) \
@@ -97,5 +116,7 @@ def weight_files(folder: str | Path) -> list[Path]:
 
 
 def is_model_folder(folder: str | Path) -> bool:
-    """A saved model (config and weights), whose threshold and card are its own, not a run's outputs."""
-    return (Path(folder) / "config.json").is_file() and bool(weight_files(folder))
+    """A saved model (config and weights, or a LoRA adapter), whose threshold and card are its own, not a run's
+    outputs."""
+    config = (Path(folder) / "config.json").is_file() or (Path(folder) / ADAPTER_CONFIG).is_file()
+    return config and bool(weight_files(folder))

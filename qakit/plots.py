@@ -75,15 +75,15 @@ class ThresholdSweep:
 
 
 def threshold_sweep(gold: Mapping[str, list[str]], spans: Mapping[str, str],
-                    null_odds: Mapping[str, float]) -> ThresholdSweep:
+                    null_odds: Mapping[str, float], language: str | None = None) -> ThresholdSweep:
     """Every distinct threshold at once: start from all "" and answer questions by rising null odds.
 
     gold maps id -> answer texts ([] = unanswerable); spans are the best non-empty answers. The running
     sums are those of the scorer's best-threshold search, so the curve's best point is its best_f1 to the
     last digit. Raises the scorer's ScoreInputError (a ValueError) on a missing id or a non-finite value.
     """
-    summary = compute_score.score_v2(dict(gold), dict(spans), dict(null_odds))
-    exact, f1 = compute_score.raw_scores(gold, spans)
+    summary = compute_score.score_v2(dict(gold), dict(spans), dict(null_odds), language=language)
+    exact, f1 = compute_score.raw_scores(gold, spans, language=language)
     has_answer = {qid: bool(answers) for qid, answers in gold.items()}
     total = len(gold)
     current_exact = current_f1 = start = sum(1 for answerable in has_answer.values() if not answerable)
@@ -317,7 +317,8 @@ def _gold_for(gold: Mapping[str, list[str]], odds: Mapping[str, float], source: 
 
 
 def _null_pictures(out: Path, prefix: str, drawn: Drawn, gold: Mapping[str, list[str]] | None = None,
-                   threshold: float | None = None, source: str = "the gold answers given") -> None:
+                   threshold: float | None = None, source: str = "the gold answers given",
+                   language: str | None = None) -> None:
     """`<prefix>_f1_vs_threshold.png` and `<prefix>_pr_{exact,f1,oracle}.png` of a SQuAD v2 evaluation."""
     names = f"{prefix}_f1_vs_threshold.png, {prefix}_pr_*.png"
     odds_path = out / f"{prefix}_null_odds.json"
@@ -340,8 +341,8 @@ def _null_pictures(out: Path, prefix: str, drawn: Drawn, gold: Mapping[str, list
         return
     gold = _gold_for(gold, odds, source)
     try:
-        sweep = threshold_sweep(gold, spans, odds)
-        curves = compute_score.precision_recall_analysis(gold, spans, odds)
+        sweep = threshold_sweep(gold, spans, odds, language)
+        curves = compute_score.precision_recall_analysis(gold, spans, odds, language=language)
     except squad_common.ScoreInputError as error:
         raise PlotInputError(f"{out}: {error}") from error
     used = _threshold_used(out, prefix, spans, odds, drawn) if threshold is None else float(threshold)
@@ -354,11 +355,13 @@ def _null_pictures(out: Path, prefix: str, drawn: Drawn, gold: Mapping[str, list
 
 
 def draw_all(output_dir: str | Path, prefix: str = "eval", threshold: float | None = None, *,
-             gold: Mapping[str, list[str]] | None = None, source: str = "the gold answers given") -> Drawn:
+             gold: Mapping[str, list[str]] | None = None, source: str = "the gold answers given",
+             language: str | None = None) -> Drawn:
     """Every picture a run folder allows, with what was skipped and why; PlotInputError for a broken file.
 
     gold: id -> answer texts ([] = unanswerable) of the questions evaluated (`squad_v2.gold_answers` reads a
-    data file's; empty: the file has none), named `source` in messages.
+    data file's; empty: the file has none), named `source` in messages; scored by `language`'s rules (None:
+    SQuAD's), as the run scored them.
     """
     out, drawn = Path(output_dir), Drawn()
     hint = matplotlib_missing()
@@ -366,15 +369,16 @@ def draw_all(output_dir: str | Path, prefix: str = "eval", threshold: float | No
         drawn.skipped.append(f"all pictures: {hint}")
         return drawn
     _training_pictures(out, drawn)
-    _null_pictures(out, prefix, drawn, gold, threshold, source)
+    _null_pictures(out, prefix, drawn, gold, threshold, source, language)
     return drawn
 
 
 def draw_run(output_dir: str | Path, prefix: str = "eval", threshold: float | None = None, *,
-             gold: Mapping[str, list[str]] | None = None, source: str = "the gold answers given") -> list[Path]:
+             gold: Mapping[str, list[str]] | None = None, source: str = "the gold answers given",
+             language: str | None = None) -> list[Path]:
     """`draw_all` for the end of a run: the paths written; what was skipped goes to the log, not an error
     (a warning only for a missing matplotlib: the other skips are what the run did not produce)."""
-    drawn = draw_all(output_dir, prefix, threshold, gold=gold, source=source)
+    drawn = draw_all(output_dir, prefix, threshold, gold=gold, source=source, language=language)
     for path in drawn.written:
         logger.info("Picture written: %s", path)
     for note in drawn.notes:
@@ -394,6 +398,7 @@ def draw_run_pictures(trainer: Any, eval_sets: list[Any]) -> None:
         if data is not None and data.has_answers:
             gold = {qid: list(a["text"]) for qid, a in zip(data.ids, data.examples["answers"])}
         try:
-            draw_run(trainer.args.output_dir, prefix=data.prefix if data is not None else "eval", gold=gold)
+            draw_run(trainer.args.output_dir, prefix=data.prefix if data is not None else "eval", gold=gold,
+                     language=data.language if data is not None else None)
         except (PlotInputError, OSError) as err:
             logger.warning("pictures not drawn: %s", err)

@@ -31,7 +31,7 @@ model_or_default() {  # the MiniLM package's folder when MODEL_PATH is unset (of
 trained_or_default() {  # MODEL_PATH, else the model run_train_offline.sh fine-tuned (evaluating an untrained head is noise)
   if [ -n "${MODEL_PATH:-}" ]; then echo "$MODEL_PATH"; return; fi
   local trained="$REPO/outputs/train_offline"
-  if [ -f "$trained/config.json" ]; then echo "$trained"; return; fi
+  if [ -f "$trained/config.json" ] || [ -f "$trained/adapter_config.json" ]; then echo "$trained"; return; fi
   echo "MODEL_PATH is unset and $trained holds no fine-tuned model: run ./run_train_offline.sh first, or set MODEL_PATH" >&2
   return 1
 }

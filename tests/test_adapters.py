@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 import tiny_models
 from helpers import (ONE_THREAD, REPO, assert_evaluates_as_one_process, read_json as read, run_cli, run_qa,
                      signal_after_steps, tiny_run_flags, torchrun)
-from qakit.adapters import head_modules, linear_targets
+from qakit.adapters import linear_targets
+from qakit.heads import head_modules
 from squad_data import squad_file
 
 pytest.importorskip("peft")
@@ -25,6 +26,7 @@ pytest.importorskip("peft")
     ("GPT2", None, ["c_attn", "c_fc", "c_proj"], ["qa_outputs"]),  # Conv1D layers
     ("XLNet", "XLNetForQuestionAnswering", ["layer_1", "layer_2"], ["start_logits", "end_logits", "answer_class"]),
     ("T5", "T5ForConditionalGeneration", ["k", "o", "q", "v", "wi", "wo"], []),  # lm_head, tied: not adapted
+    ("T5", None, ["k", "o", "q", "v", "wi", "wo"], ["qa_outputs"]),  # its own base model: the head found anyway
 ])
 def test_adapters_go_in_every_linear_layer_of_the_model_not_the_head(name, class_name, targets, head):
     model, _ = tiny_models.tiny_model(name, class_name)
@@ -111,6 +113,11 @@ def test_refusals_are_one_line(tmp_path, capsys):
     data = squad_file(tmp_path / "d.json")
     code, err = run_cli(flags(model, data, tmp_path / "o", "--do_train", "--merge_lora"), capsys)
     assert code == 2 and "--merge_lora folds LoRA adapters into the weights: it needs --lora_r" in err
+    code, err = run_cli(flags(model, data, tmp_path / "o", "--do_eval", "--lora_r", 4), capsys)
+    assert code == 2 and "--lora_r adds adapters to train: it needs --do_train" in err
+    code, err = run_cli(flags(model, data, tmp_path / "o", "--do_train", "--lora_r", 4, "--merge_lora", "--fsdp",
+                              "full_shard auto_wrap"), capsys)
+    assert code == 2 and "--merge_lora: the weights are sharded over the processes" in err
     if not torch.cuda.is_available():
         code, err = run_cli(flags(model, data, tmp_path / "o", "--do_train", "--lora_r", 4, "--load_in_4bit"), capsys)
         assert code == 2 and "--load_in_4bit needs a CUDA GPU" in err

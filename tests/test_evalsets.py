@@ -90,6 +90,12 @@ def test_training_reports_every_set_and_picks_the_best_by_one(tmp_path, capsys):
                               "--metric_for_best_model", "v3_f1", "--load_best_model_at_end", "--eval_strategy",
                               "steps", "--do_train", "--train_file", v2), capsys)
     assert code == 2 and "v2_f1" in err and "short_f1" in err
+    for extra, said in ((["--null_score_diff_threshold", "best", "--do_predict", "--test_file", v2],
+                         "no one best threshold exists"), (["--language", "de", "zh"], "got 2 languages for 1 file(s)")):
+        files = [v2, v1] if "best" in extra else [v2]
+        code, err = run_cli(flags(bert, tmp_path / "o3", "--validation_file", *files, "--version_2_with_negative",
+                                  *extra), capsys)
+        assert code == 2 and said in err, err[-2000:]
 
 
 def _eval(model: Path, files: list[Path], languages: list[str], out: Path) -> list[str]:

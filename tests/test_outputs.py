@@ -12,7 +12,7 @@ import pytest
 
 import tiny_models
 from helpers import read_json as read, run_cli as run
-from qakit.outputs import THRESHOLD_FILE, clear_earlier_outputs, weights_fingerprint
+from qakit.outputs import THRESHOLD_FILE, clear_earlier_outputs, is_model_folder, weights_fingerprint
 from squad_data import squad_file
 from utils_qa import record_threshold, starting_threshold
 
@@ -151,7 +151,7 @@ def test_an_evaluation_keeps_a_model_folder_s_threshold_unless_asked(tmp_path):
     out.mkdir()  # into another folder: the threshold names the weights it was calibrated on, the model's
     record_threshold(Recorder(args=SimpleNamespace(output_dir=str(out), do_train=False)), BEST, str(model), False)
     assert read(out / THRESHOLD_FILE)["weights_sha256"] == weights_fingerprint(model)
-    assert read(out / THRESHOLD_FILE)["model"] == str(model.resolve())
+    assert read(out / THRESHOLD_FILE)["model"] == model.resolve().name  # a name: the file may be pushed
 
 
 # ---- the cases as users met them: a tiny BERT trained on the small file, then evaluated again -------------
@@ -213,3 +213,34 @@ def test_ctrl_c_while_writing_leaves_no_earlier_run_s_files_beside_the_new_ones(
     assert code == 130
     assert sorted(p.name for p in out.glob("eval_*")) == ["eval_predictions.json"]
     assert THRESHOLD_FILE not in left(out) and "eval_f1" not in read(out / "all_results.json")
+
+
+def test_an_adapter_folder_is_a_model_folder_and_a_training_run_removes_the_other_layout(tmp_path):
+    """A LoRA run into a folder that held a whole model (or the reverse) would leave both: the loader takes the
+    adapter first and would answer with the stale one. The model a run starts from stays."""
+    out = tmp_path / "out"
+    earlier_run(out, model=True)
+    (out / "adapter_config.json").write_text("{}")
+    (out / "adapter_model.safetensors").write_text("old adapter")
+    (out / "merged").mkdir()
+    (out / "merged" / "model.safetensors").write_text("old merged")
+    clear_earlier_outputs(args(out, train=True), asking=False, saves_adapter=False)
+    assert not (out / "adapter_config.json").exists() and not (out / "merged").exists()
+    assert (out / "model.safetensors").exists()
+    (out / "adapter_config.json").write_text("{}")
+    (out / "adapter_model.safetensors").write_text("adapter")
+    clear_earlier_outputs(args(out, train=True), asking=False, saves_adapter=True, model_dir=str(out))
+    assert (out / "model.safetensors").exists()  # the base this LoRA run starts from
+    clear_earlier_outputs(args(out, train=True), asking=False, saves_adapter=True, model_dir=str(tmp_path / "base"))
+    assert not (out / "model.safetensors").exists() and (out / "adapter_model.safetensors").exists()
+    (out / "config.json").unlink()
+    assert is_model_folder(out)  # adapter_config.json and its weights
+
+
+def test_a_stale_threshold_in_a_model_folder_is_replaced_by_its_evaluation(tmp_path):
+    model = tmp_path / "model"
+    earlier_run(model, model=True)
+    write_threshold(model, 4.0, "sha of other weights")
+    evaluating = Recorder(args=SimpleNamespace(output_dir=str(model), do_train=False))
+    record_threshold(evaluating, BEST, str(model), update=False)
+    assert read(model / THRESHOLD_FILE)["weights_sha256"] == weights_fingerprint(model)
