@@ -78,7 +78,7 @@ def add_adapters(model: torch.nn.Module, model_args: Any, training_args: Any, ge
         # reentrant checkpointing (transformers 4.x's default) under DDP marks adapter gradients ready twice
         training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
     model = get_peft_model(model, config)
-    trainable, total = count_parameters(model)
+    trainable, total = model.get_nb_trainable_parameters()  # peft's count: whole sizes of 4-bit and ZeRO-3 slices
     logger.info("LoRA r=%d, alpha=%d, dropout=%g on %s; the answer head (%s) trained in full: %s of %s "
                 "parameters trainable (%.2f%%)", config.r, config.lora_alpha, config.lora_dropout, ", ".join(targets),
                 ", ".join(head) or "none: the adapters answer", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
@@ -106,12 +106,6 @@ def quantization(model_args: Any) -> dict[str, Any]:
     return {"quantization_config": BitsAndBytesConfig(load_in_4bit=bits == 4, load_in_8bit=bits == 8,
                                                       bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                                       bnb_4bit_compute_dtype=torch.bfloat16)}
-
-
-def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameters (under ZeRO-3 each process holds a slice: `ds_numel` is the whole)."""
-    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
-    return sum(n for n, trainable in sizes if trainable), sum(n for n, _ in sizes)
 
 
 def read_adapter(folder: str) -> dict[str, Any] | None:

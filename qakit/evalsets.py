@@ -50,13 +50,16 @@ def _name_of(source: str) -> str:
     name = Path(source.removeprefix(HUB).split(":")[0] if source.startswith(HUB) else source).name
     while any(name.endswith(s) for s in _SUFFIXES):
         name = next(name[: -len(s)] for s in _SUFFIXES if name.endswith(s))
-    return re.sub(r"[^\w-]", "_", name)
+    return re.sub(r"[^\w-]", "_", name).removeprefix("eval_")  # eval_en.json: "en", its metrics eval_en_*
 
 
 def _parse(entry: str) -> tuple[str, str]:
     """`NAME=PATH` or a bare source; the name made safe for file names and metric keys."""
     named = re.fullmatch(r"([\w-]+)=(.+)", entry)
     if named and not Path(entry).exists():
+        if named.group(1).startswith("eval_"):
+            raise QAConfigError(f"--validation_file {entry}: a set's name may not start with eval_ (its metrics are "
+                                f"eval_NAME_*); name it {named.group(1).removeprefix('eval_')}")
         return named.group(1), named.group(2)
     return _name_of(entry), entry
 

@@ -30,6 +30,10 @@ def test_sets_are_named_by_file_or_by_the_user():
         eval_entries(["a.json", "b.json", "c.json"], ["de", "zh"])
     with pytest.raises(QAConfigError, match="both be named 'dev'"):
         eval_entries(["x/dev.json", "y/dev.json"], None)
+    # metrics are eval_NAME_*: a name of its own starting eval_ would read as another (HF adds eval_ when missing)
+    assert [e.name for e in eval_entries(["x/eval_en.json", "b.json"], None)] == ["en", "b"]
+    with pytest.raises(QAConfigError, match="may not start with eval_"):
+        eval_entries(["eval_x=a.json", "b.json"], None)
 
 
 def test_the_macro_average_is_over_the_scores_every_set_reports():
