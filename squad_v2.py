@@ -714,8 +714,9 @@ def _capped(dataset: datasets.Dataset, report: SquadReport, n: int | None) -> tu
     """The first `n` questions (of those left after the answer checks), the report saying so."""
     if n is None or n >= len(dataset):
         return dataset, report
-    return dataset.select(range(n)), dataclasses.replace(report, source=f"{report.source} (first {n:,})", questions=n,
-                                                          unanswerable=sum(dataset.select(range(n))["is_impossible"]))
+    kept = dataset.select(range(n))
+    return kept, dataclasses.replace(report, source=f"{report.source} (first {n:,})", questions=n,
+                                     unanswerable=sum(kept["is_impossible"]))
 
 
 def _mixed(parts: list[tuple[datasets.Dataset, SquadReport]]) -> tuple[datasets.Dataset, SquadReport]:

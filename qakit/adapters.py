@@ -3,7 +3,7 @@
 Gradients and optimizer states then exist only for the adapters and the head, so a 7B model's training state
 fits one GPU. The adapter is saved in peft's layout (adapter_config.json naming the base model, and
 adapter_model.safetensors with the head), and every command that takes a model folder takes an adapter folder:
-`load_adapter` finds its base.
+`read_adapter` names its base.
 """
 
 from __future__ import annotations
@@ -38,9 +38,11 @@ def linear_targets(model: torch.nn.Module) -> list[str]:
     return sorted(names)
 
 
-def check_adapter_flags(model_args: Any, training_args: Any) -> None:
+def check_adapter_flags(model_args: Any, training_args: Any, adapter_folder: bool) -> None:
     """Combinations that cannot work, said before anything runs."""
-    adapter_folder = read_adapter(model_args.model_name_or_path) is not None
+    if model_args.lora_r and adapter_folder:
+        raise QAConfigError(f"--model_name_or_path {model_args.model_name_or_path} is an adapter folder: drop --lora_r "
+                            "to go on training its adapter, or start from its base model for new ones")
     quantized = model_args.load_in_4bit or model_args.load_in_8bit
     sharded = bool(training_args.deepspeed or training_args.fsdp)
     if model_args.lora_r and not training_args.do_train:
@@ -134,12 +136,10 @@ def with_adapters(model: torch.nn.Module, model_args: Any, training_args: Any, g
     or as it is."""
     from peft import PeftModel
 
-    check_adapter_flags(model_args, training_args)
-    if read_adapter(model_args.model_name_or_path) is None:
+    adapter_folder = read_adapter(model_args.model_name_or_path) is not None
+    check_adapter_flags(model_args, training_args, adapter_folder)
+    if not adapter_folder:
         return add_adapters(model, model_args, training_args, generative) if model_args.lora_r else model
-    if model_args.lora_r:
-        raise QAConfigError(f"--model_name_or_path {model_args.model_name_or_path} is an adapter folder: drop --lora_r "
-                            "to go on training its adapter, or start from its base model for new ones")
     logger.info("Adapter from %s on its base model", model_args.model_name_or_path)
     return PeftModel.from_pretrained(model, model_args.model_name_or_path, is_trainable=training_args.do_train)
 

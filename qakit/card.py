@@ -25,7 +25,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from qakit.evalsets import SPLIT, eval_entries
+from qakit.evalsets import run_eval_entries
 from qakit.files import write_atomic
 from qakit.outputs import is_model_folder
 
@@ -194,12 +194,9 @@ class EvalData:
 
 def eval_data(data_args: Any) -> list[EvalData]:
     """The run's evaluation sets: --validation_file's entries, else the hub dataset's validation split."""
-    entries = eval_entries(data_args.validation_file, data_args.language)
-    if not entries and data_args.dataset_name:
-        return [EvalData("", "eval", SPLIT, data_args.dataset_name, data_args.dataset_config_name,
-                         (data_args.language or [None])[0])]
     return [EvalData(e.name, e.prefix, e.split, e.source if e.hub else Path(e.source).name,
-                     (e.config or None) if e.hub else (e.name or None), e.language) for e in entries]
+                     (e.config or None) if e.hub else (e.name or None), e.language)
+            for e in run_eval_entries(data_args) if e.source]  # no file and no hub dataset: no evaluation
 
 
 @dataclass(frozen=True)

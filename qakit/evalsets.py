@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from qakit.errors import QAConfigError
 
@@ -87,10 +88,15 @@ def eval_entries(files: list[str] | None, languages: list[str] | None) -> list[E
     return entries
 
 
-def best_metric_names(files: list[str] | None) -> list[str]:
-    """The prefixes a --metric_for_best_model may carry besides none (the macro average, or the only set)."""
-    entries = eval_entries(files, None)
-    return [e.name for e in entries if e.name]
+def run_eval_entries(data_args: Any) -> list[EvalEntry]:
+    """A run's evaluation sets: --validation_file's entries, else its one validation split (a hub dataset's, when
+    --dataset_name names one)."""
+    entries = eval_entries(data_args.validation_file, data_args.language)
+    if entries:
+        return entries
+    hub = data_args.dataset_name
+    return [EvalEntry(hub or "", (data_args.dataset_config_name or "") if hub else None, "",
+                      (data_args.language or [None])[0])]
 
 
 def combine(per_set: list[dict[str, float]], prefixes: list[str]) -> dict[str, float]:

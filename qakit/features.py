@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from qakit import alignment, family as family_module, generative, template, windows
 from qakit.errors import QAConfigError
-from qakit.evalsets import EvalEntry, eval_entries
+from qakit.evalsets import run_eval_entries
 from qakit.family import QAFamily
 from qakit.windows import (EVAL_META, WindowIndex, check_window_room, prepare_eval_features,
                            prepare_train_features)
@@ -174,8 +174,7 @@ class SplitWindows:
 
     def evaluation(self) -> list[EvalSet]:
         """Each evaluation set's windows (`qakit.evalsets`: one set, or one per --validation_file)."""
-        entries = eval_entries(self.data_args.validation_file, self.data_args.language) or \
-            [EvalEntry("", None, "", (self.data_args.language or [None])[0])]
+        entries = run_eval_entries(self.data_args)
         return [EvalSet(*self._make(e.split, self.data_args.max_eval_samples), prefix=e.prefix, language=e.language)
                 for e in entries]
 

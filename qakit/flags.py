@@ -19,7 +19,7 @@ from metrics.scoring import score_names
 from metrics.squad_v2.squad_common import check_language
 from qakit import launch
 from qakit.errors import QAConfigError
-from qakit.evalsets import MACRO_KEYS, best_metric_names, eval_entries
+from qakit.evalsets import MACRO_KEYS, eval_entries
 
 
 def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, Any, Any, bool]:
@@ -45,10 +45,10 @@ def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None)
         raise QAConfigError(f"in {source}: {err}") from err
     _check_batch_sizes(training_args)
     _check_stopping(training_args)
-    _check_best_metric(training_args.metric_for_best_model, data_args.version_2_with_negative,
-                       best_metric_names(data_args.validation_file))
-    _check_languages(data_args.language)
     sets = eval_entries(data_args.validation_file, data_args.language)  # names and languages paired, or one line
+    _check_best_metric(training_args.metric_for_best_model, data_args.version_2_with_negative,
+                       [e.name for e in sets if e.name])
+    _check_languages(data_args.language)
     if data_args.null_score_diff_threshold == "best" and len(sets) > 1:
         raise QAConfigError("--null_score_diff_threshold best: with several evaluation sets no one best threshold "
                             "exists (each set's is eval_NAME_best_threshold); pass a number")

@@ -9,6 +9,7 @@ threshold and card (`--update_model_folder` replaces them).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -88,14 +89,22 @@ def _drop_results(path: Path, splits: list[str], everything: bool) -> bool:
 
 def weights_fingerprint(folder: str | Path) -> str | None:
     """SHA-256 over the names and bytes of a model folder's weight files (None: a folder without weights,
-    or a hub id). Every byte is read: a fine-tune that changes only the answer head changes few of them."""
+    or a hub id). Every byte is read: a fine-tune that changes only the answer head changes few of them. A run
+    asks more than once (reading its threshold, recording one): files unchanged since are not read again."""
     files = weight_files(folder)
     if not files:
         return None
+    stats = [f.stat() for f in files]
+    return _fingerprint(tuple((f.name, str(f.resolve()), s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
+                              for f, s in zip(files, stats)))
+
+
+@functools.lru_cache(maxsize=8)
+def _fingerprint(files: tuple[tuple[str, str, int, int, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode() + b"\0")
-        with open(file, "rb") as f:
+    for name, path, *_ in files:
+        digest.update(name.encode() + b"\0")
+        with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 24), b""):
                 digest.update(block)
     return digest.hexdigest()

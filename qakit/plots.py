@@ -356,7 +356,7 @@ def _null_pictures(out: Path, prefix: str, drawn: Drawn, gold: Mapping[str, list
 
 def draw_all(output_dir: str | Path, prefix: str = "eval", threshold: float | None = None, *,
              gold: Mapping[str, list[str]] | None = None, source: str = "the gold answers given",
-             language: str | None = None) -> Drawn:
+             language: str | None = None, training: bool = True) -> Drawn:
     """Every picture a run folder allows, with what was skipped and why; PlotInputError for a broken file.
 
     gold: id -> answer texts ([] = unanswerable) of the questions evaluated (`squad_v2.gold_answers` reads a
@@ -368,17 +368,18 @@ def draw_all(output_dir: str | Path, prefix: str = "eval", threshold: float | No
     if hint:
         drawn.skipped.append(f"all pictures: {hint}")
         return drawn
-    _training_pictures(out, drawn)
+    if training:  # the run's, drawn once however many evaluation sets it has
+        _training_pictures(out, drawn)
     _null_pictures(out, prefix, drawn, gold, threshold, source, language)
     return drawn
 
 
 def draw_run(output_dir: str | Path, prefix: str = "eval", threshold: float | None = None, *,
              gold: Mapping[str, list[str]] | None = None, source: str = "the gold answers given",
-             language: str | None = None) -> list[Path]:
+             language: str | None = None, training: bool = True) -> list[Path]:
     """`draw_all` for the end of a run: the paths written; what was skipped goes to the log, not an error
     (a warning only for a missing matplotlib: the other skips are what the run did not produce)."""
-    drawn = draw_all(output_dir, prefix, threshold, gold=gold, source=source, language=language)
+    drawn = draw_all(output_dir, prefix, threshold, gold=gold, source=source, language=language, training=training)
     for path in drawn.written:
         logger.info("Picture written: %s", path)
     for note in drawn.notes:
@@ -393,12 +394,12 @@ def draw_run_pictures(trainer: Any, eval_sets: list[Any]) -> None:
     matplotlib it is one log line, never an error."""
     if not (trainer.args.should_save and trainer.is_world_process_zero()):
         return
-    for data in eval_sets or [None]:
+    for n, data in enumerate(eval_sets or [None]):
         gold = None
         if data is not None and data.has_answers:
             gold = {qid: list(a["text"]) for qid, a in zip(data.ids, data.examples["answers"])}
         try:
             draw_run(trainer.args.output_dir, prefix=data.prefix if data is not None else "eval", gold=gold,
-                     language=data.language if data is not None else None)
+                     language=data.language if data is not None else None, training=n == 0)
         except (PlotInputError, OSError) as err:
             logger.warning("pictures not drawn: %s", err)
