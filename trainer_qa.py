@@ -164,7 +164,8 @@ class QuestionAnsweringTrainer(Trainer):
         for key in ("start_positions", "end_positions", "is_impossible", "labels"):
             inputs.pop(key, None)
         with torch.no_grad(), self.compute_loss_context_manager():
-            cand = self.head.device_candidates(self, model, inputs, meta)
+            answering = self.model if self.head.generative else model  # generate() needs the unwrapped model
+            cand = self.head.device_candidates(answering, inputs, meta, self.answer_settings, self.is_sharded)
         return None, (meta["feature_index"], *cand), None
 
     def predict_candidates(self, data: EvalSet, prefix: str) -> tuple[tuple[np.ndarray, ...], dict[str, float]]:

@@ -24,7 +24,7 @@ from qakit.answers import AnswerSettings, QAPredictions
 from qakit.errors import QAConfigError
 from qakit.features import EvalSet
 from qakit.files import write_atomic, write_json
-from qakit.outputs import THRESHOLD_FILE, is_model_folder, weights_fingerprint
+from qakit.outputs import THRESHOLD_FILE, is_model_folder, recorded_threshold, weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -107,24 +107,7 @@ def starting_threshold(threshold_flag: str | None, version_2_with_negative: bool
     model folder records for these very weights, else 0.0 (HF's default)."""
     if threshold_flag not in (None, "best"):
         return float(threshold_flag)
-    recorded = Path(model_dir) / THRESHOLD_FILE
-    if not (version_2_with_negative and recorded.is_file()):
-        return 0.0
-    try:
-        record = json.loads(recorded.read_text(encoding="utf-8"))
-        value, weights = float(record["null_score_diff_threshold"]), record.get("weights_sha256")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise QAConfigError(f"{recorded} is damaged ({err}): delete it or pass --null_score_diff_threshold") from err
-    if not math.isfinite(value):
-        raise QAConfigError(f"{recorded} records the null threshold {value}, not a finite number: delete the "
-                            "file (an evaluation writes it anew) or pass --null_score_diff_threshold")
-    if weights is not None and weights != weights_fingerprint(model_dir):
-        logger.warning("Not using the null threshold %s in %s: it was calibrated on other weights than the ones "
-                       "in %s now; using 0.0 (an evaluation into that folder calibrates it anew, or pass "
-                       "--null_score_diff_threshold)", value, recorded, model_dir)
-        return 0.0
-    logger.info("Null threshold %s, as recorded in %s (pass --null_score_diff_threshold to override)", value, recorded)
-    return value
+    return recorded_threshold(model_dir) if version_2_with_negative else 0.0
 
 
 def prediction_threshold(threshold_flag: str | None, results: dict[str, float], starting: float) -> float:

@@ -33,6 +33,7 @@ class AnswerSettings:
     max_answer_length: int = 30
     version_2_with_negative: bool = False
     null_score_diff_threshold: float = 0.0
+    every_pair: bool = False  # span candidates from every (start, end) pair, as transformers' QA pipeline searched
 
 
 def without_gc(fn):

@@ -15,3 +15,7 @@ class UnsupportedModelError(QAConfigError):
 
 class QARunError(QAError, RuntimeError):
     """A run whose result could not be trusted (non-finite logits, a dead process): stopped, not written."""
+
+
+class QAInputError(QAError, ValueError):
+    """A question or context the pipeline or the server cannot answer (empty, wrong type, missing)."""

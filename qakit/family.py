@@ -15,9 +15,11 @@ import functools
 import inspect
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from datasets.fingerprint import Hasher
 
@@ -156,6 +158,23 @@ class QAFamily:
                 for text, ids, offs in zip(texts, enc["input_ids"], enc["offset_mapping"])
             ]
         return [encode_by_alignment(self.tokenizer, text) for text in texts]
+
+    def words(self, text: str) -> np.ndarray:
+        """The text's words as [start, end) characters, ascending: as the tokenizer splits them where it says
+        (a fast tokenizer's word ids, as transformers' pipeline aligns answers to words), else at whitespace
+        (as that pipeline does for the others)."""
+        try:
+            enc = self._call([text], add_special_tokens=False, return_offsets_mapping=True)
+            word_ids, offsets = enc.word_ids(0), enc["offset_mapping"][0]
+        except (AttributeError, NotImplementedError, TypeError, ValueError):  # no word ids or offsets
+            word_ids = None
+        if not word_ids or None in word_ids:
+            return np.array([m.span() for m in re.finditer(r"\S+", text)], dtype=np.int64).reshape(-1, 2)
+        spans: dict[int, list[int]] = {}
+        for w, (s, e) in zip(word_ids, offsets):
+            span = spans.setdefault(w, [s, e])
+            span[1] = e
+        return np.array(sorted(spans.values()), dtype=np.int64).reshape(-1, 2)
 
     def encode_ids(self, texts: list[str]) -> list[list[int]]:
         return list(self._call(texts, add_special_tokens=False)["input_ids"]) if texts else []

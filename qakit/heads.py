@@ -31,7 +31,7 @@ from qakit.beam import beam_candidates
 from qakit.errors import QAConfigError
 from qakit.family import QAFamily
 from qakit.features import EvalSet
-from qakit.spans import candidates_from_arrays, span_rows, top_candidates
+from qakit.spans import candidates_from_arrays, log_normalizer, span_rows, top_candidates, top_pairs
 
 HEADS = ("auto", "span", "beam", "generate")
 _PLAIN_SUFFIX = "Simple"  # transformers names the plain span head of a beam-search family `...Simple`
@@ -62,12 +62,15 @@ class SpanHead:
     def collator(self, family: QAFamily, data_args: Any) -> Any:
         return QACollator(family, data_args.max_seq_length, data_args.pad_to_max_length)
 
-    def device_candidates(self, trainer: Any, model: Any, inputs: dict, meta: dict) -> tuple[torch.Tensor, ...]:
-        """One batch's candidates, found on the device (only O(n_best) numbers per window leave it)."""
-        s = trainer.answer_settings
+    def device_candidates(self, model: Any, inputs: dict, meta: dict, s: AnswerSettings,
+                          synced_gpus: bool = False) -> tuple[torch.Tensor, ...]:
+        """One batch's candidates, found on the device (only O(n_best) numbers per window leave it), with each
+        window's `log_normalizer` (what turns their scores into the pipeline's probabilities)."""
         out = model(**inputs)
-        return top_candidates(out.start_logits, out.end_logits, meta["context_start"], meta["context_end"],
-                              meta["null_index"], s.n_best_size, s.max_answer_length)
+        where = (meta["context_start"], meta["context_end"], meta["null_index"])
+        search = top_pairs if s.every_pair else top_candidates
+        *cand, nonfinite = search(out.start_logits, out.end_logits, *where, s.n_best_size, s.max_answer_length)
+        return (*cand, log_normalizer(out.start_logits, out.end_logits, *where), nonfinite)
 
     def rows(self, arrays: tuple[np.ndarray, ...], data: EvalSet, tokenizer: Any) -> CandidateRows:
         return span_rows(candidates_from_arrays(arrays))
@@ -77,6 +80,11 @@ class SpanHead:
         """Post-processing: every window's candidates (gathered, in window order) -> answers per question."""
         check_finite(np.asarray(arrays[-1], dtype=bool), data.windows.example_index, data.ids)
         return assemble(data.ids, data.contexts, data.windows, self.rows(arrays, data, tokenizer), settings)
+
+    def log_norm(self, arrays: tuple[np.ndarray, ...]) -> np.ndarray:
+        """Each window's log-normalizer of its rows' scores (0 where they are log-probabilities already)."""
+        cand = candidates_from_arrays(arrays)
+        return cand.log_norm if cand.log_norm is not None else np.zeros(len(cand.null_score))
 
 
 @dataclass(frozen=True)
@@ -106,8 +114,8 @@ class BeamHead(SpanHead):
     def collator(self, family: QAFamily, data_args: Any) -> Any:
         return QACollator(family, data_args.max_seq_length, data_args.pad_to_max_length, beam=True)
 
-    def device_candidates(self, trainer: Any, model: Any, inputs: dict, meta: dict) -> tuple[torch.Tensor, ...]:
-        s = trainer.answer_settings
+    def device_candidates(self, model: Any, inputs: dict, meta: dict, s: AnswerSettings,
+                          synced_gpus: bool = False) -> tuple[torch.Tensor, ...]:
         out = model(**inputs)
         return beam_candidates(out.start_top_log_probs, out.start_top_index, out.end_top_log_probs,
                                out.end_top_index, out.cls_logits, meta["context_start"], meta["context_end"],
@@ -147,10 +155,14 @@ class GenerateHead(SpanHead):
         return Seq2SeqCollator(family, data_args.max_seq_length, data_args.pad_to_max_length,
                                data_args.ignore_pad_token_for_loss)
 
-    def device_candidates(self, trainer: Any, model: Any, inputs: dict, meta: dict) -> tuple[torch.Tensor, ...]:
+    def device_candidates(self, model: Any, inputs: dict, meta: dict, s: AnswerSettings,
+                          synced_gpus: bool = False) -> tuple[torch.Tensor, ...]:
         """The unwrapped model generates, as in HF's Seq2SeqTrainer; sharded models step in sync."""
-        return generative.generated_candidates(trainer.model, inputs["input_ids"], inputs["attention_mask"],
-                                               self.generation, synced_gpus=trainer.is_sharded)
+        return generative.generated_candidates(model, inputs["input_ids"], inputs["attention_mask"],
+                                               self.generation, synced_gpus=synced_gpus)
+
+    def log_norm(self, arrays: tuple[np.ndarray, ...]) -> np.ndarray:
+        return np.zeros(len(arrays[0]))  # generated answers are scored by their log-likelihood
 
     def rows(self, arrays: tuple[np.ndarray, ...], data: EvalSet, tokenizer: Any) -> CandidateRows:
         return generative.generated_rows(data.contexts, data.windows, generative.Generated.from_arrays(arrays),

@@ -13,10 +13,12 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 from typing import Any
 
+from qakit.errors import QAConfigError
 from qakit.files import write_json
 
 logger = logging.getLogger(__name__)
@@ -129,3 +131,26 @@ def is_model_folder(folder: str | Path) -> bool:
     outputs."""
     config = (Path(folder) / "config.json").is_file() or (Path(folder) / ADAPTER_CONFIG).is_file()
     return config and bool(weight_files(folder))
+
+
+def recorded_threshold(model_dir: str) -> float:
+    """The null threshold the model folder records for the weights it holds now, else 0.0 (HF's default): one
+    calibrated on other weights would move the no-answer decision to the wrong place."""
+    recorded = Path(model_dir) / THRESHOLD_FILE
+    if not recorded.is_file():
+        return 0.0
+    try:
+        record = json.loads(recorded.read_text(encoding="utf-8"))
+        value, weights = float(record["null_score_diff_threshold"]), record.get("weights_sha256")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise QAConfigError(f"{recorded} is damaged ({err}): delete it or pass --null_score_diff_threshold") from err
+    if not math.isfinite(value):
+        raise QAConfigError(f"{recorded} records the null threshold {value}, not a finite number: delete the "
+                            "file (an evaluation writes it anew) or pass --null_score_diff_threshold")
+    if weights is not None and weights != weights_fingerprint(model_dir):
+        logger.warning("Not using the null threshold %s in %s: it was calibrated on other weights than the ones "
+                       "in %s now; using 0.0 (an evaluation into that folder calibrates it anew, or pass "
+                       "--null_score_diff_threshold)", value, recorded, model_dir)
+        return 0.0
+    logger.info("Null threshold %s, as recorded in %s (pass --null_score_diff_threshold to override)", value, recorded)
+    return value

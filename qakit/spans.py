@@ -29,6 +29,7 @@ class Candidates:
     end_logit: np.ndarray  # [N, n]
     null_score: np.ndarray  # [N] float64: start + end logit at the window's null position
     nonfinite: np.ndarray  # [N] bool: a NaN or infinite logit in the context or at the null position
+    log_norm: np.ndarray | None = None  # [N] float64: `log_normalizer` (None: the scores are log-probabilities)
 
 
 def top_k_stable(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,11 +86,55 @@ def top_candidates(start_logits: torch.Tensor, end_logits: torch.Tensor, context
     return (*out, null, bad.any(1) | ~torch.isfinite(null))
 
 
+def top_pairs(start_logits: torch.Tensor, end_logits: torch.Tensor, context_start: torch.Tensor,
+              context_end: torch.Tensor, null_index: torch.Tensor, n_best: int,
+              max_answer_length: int) -> tuple[torch.Tensor, ...]:
+    """`top_candidates` over every valid (start, end) pair of the window, as transformers' question-answering
+    pipeline searches (run_qa pairs only the n_best best starts with the n_best best ends); ties go to the
+    earlier start, then the earlier end, as its argmax over the start x end matrix."""
+    batch, length = start_logits.shape
+    pos = torch.arange(length, device=start_logits.device)[None, :]
+    outside = (pos < context_start[:, None]) | (pos >= context_end[:, None])
+    sv, ev = (x.float().nan_to_num(nan=float("-inf")).masked_fill(outside, float("-inf"))
+              for x in (start_logits, end_logits))
+    width = min(max_answer_length, length)
+    ends = pos[0][:, None] + torch.arange(width, device=pos.device)[None, :]  # [L, A]: start + offset
+    valid_end = ends < length
+    ev_by_pair = ev[:, ends.clamp(max=length - 1)].masked_fill(~valid_end[None], float("-inf"))  # [B, L, A]
+    score = sv.double()[:, :, None] + ev_by_pair.double()
+    best, pair = top_k_stable(score.flatten(1), n_best)
+    valid = torch.isfinite(best)
+    starts, ends_at = pair // width, pair // width + pair % width
+    out = [starts.int().masked_fill(~valid, -1), ends_at.int().masked_fill(~valid, -1),
+           sv.gather(1, starts).masked_fill(~valid, float("-inf")),
+           ev.gather(1, ends_at.clamp(max=length - 1)).masked_fill(~valid, float("-inf"))]
+    out = [pad_columns(t, n_best, -1 if t.dtype == torch.int32 else float("-inf")) for t in out]
+    rows = torch.arange(batch, device=start_logits.device)
+    null = start_logits[rows, null_index].double() + end_logits[rows, null_index].double()
+    bad = ~(torch.isfinite(start_logits) & torch.isfinite(end_logits)) & ~outside
+    return (*out, null, bad.any(1) | ~torch.isfinite(null))
+
+
+def log_normalizer(start_logits: torch.Tensor, end_logits: torch.Tensor, context_start: torch.Tensor,
+                   context_end: torch.Tensor, null_index: torch.Tensor) -> torch.Tensor:
+    """Each window's log of the softmax denominators over the positions an answer can take (its context
+    tokens and its null position), start's plus end's, in float64: start + end logit minus it is the log of
+    the probability transformers' question-answering pipeline gives a span."""
+    length = start_logits.shape[1]
+    pos = torch.arange(length, device=start_logits.device)[None, :]
+    allowed = ((pos >= context_start[:, None]) & (pos < context_end[:, None])) | (pos == null_index[:, None])
+    start, end = (torch.logsumexp(x.double().masked_fill(~allowed, float("-inf")), dim=1)
+                  for x in (start_logits, end_logits))
+    return start + end
+
+
 def candidates_from_arrays(arrays: tuple[np.ndarray, ...]) -> Candidates:
-    si, ei, sv, ev, null, nonfinite = arrays
+    """The head's gathered arrays: `top_candidates`' six, the span head's `log_normalizer` before the last."""
+    si, ei, sv, ev, null, *log_norm, nonfinite = arrays
     return Candidates(si.astype(np.int32, copy=False), ei.astype(np.int32, copy=False),
                       sv.astype(np.float32, copy=False), ev.astype(np.float32, copy=False),
-                      null.astype(np.float64, copy=False), nonfinite.astype(bool, copy=False))
+                      null.astype(np.float64, copy=False), nonfinite.astype(bool, copy=False),
+                      log_norm[0].astype(np.float64, copy=False) if log_norm else None)
 
 
 def span_rows(cand: Candidates, null_is_odds: bool = False) -> CandidateRows:
