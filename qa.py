@@ -38,6 +38,7 @@ from qakit.models import check_unknown_share, load_model
 from qakit.outputs import THRESHOLD_FILE, clear_earlier_outputs
 from qakit.plots import draw_run_pictures
 from qakit.report import Phases, finish, report_split
+from qakit.server import serve_from_args
 from trainer_qa import QuestionAnsweringTrainer, build_trainer, train
 from utils_qa import ASK_PREFIX, SplitAnswers, prediction_threshold, record_threshold, starting_threshold
 
@@ -141,6 +142,12 @@ class DataTrainingArguments:
     questions_file: str | None = field(default=None, metadata={
         "help": "Ask the questions of a JSON Lines file of {question, context} (id optional; - reads standard "
                 "input): answers printed as JSON lines, the same as --do_predict gives."})
+    serve: bool = field(default=False, metadata={
+        "help": "Answer questions over HTTP with the model (POST /answer); see README 'Serve'."})
+    host: str = field(default="127.0.0.1", metadata={"help": "--serve: the address to listen on."})
+    port: int = field(default=8000, metadata={"help": "--serve: the port to listen on (1-65535)."})
+    backend: str = field(default="torch", metadata={
+        "help": "--serve: what runs the model: torch, or onnxruntime (CPU).", "choices": ["torch", "onnxruntime"]})
 
     @property
     def asking(self) -> bool:
@@ -148,9 +155,17 @@ class DataTrainingArguments:
         return bool(self.question or self.context or self.questions_file)
 
     def __post_init__(self) -> None:
-        if not (self.dataset_name or self.train_file or self.validation_file or self.test_file or self.asking):
+        data = self.dataset_name or self.train_file or self.validation_file or self.test_file or self.asking
+        if not (data or self.serve):
             raise QAConfigError("no data: pass --dataset_name, or --train_file/--validation_file/--test_file (or "
-                                "ask with --question and --context, or --questions_file)")
+                                "ask with --question and --context, or --questions_file, or --serve)")
+        if self.serve and data:
+            raise QAConfigError("--serve answers the questions sent to it over HTTP: drop --dataset_name, "
+                                "--train_file, --validation_file, --test_file, --question and --questions_file")
+        if not 1 <= self.port <= 65535:
+            raise QAConfigError(f"--port must be 1 to 65535 (got {self.port})")
+        if not self.host.strip():
+            raise QAConfigError("--host must be an address to listen on, e.g. 127.0.0.1 or 0.0.0.0 (got nothing)")
         for name in ("n_best_size", "max_answer_length", "max_seq_length"):
             if getattr(self, name) < 1:
                 raise QAConfigError(f"--{name} must be at least 1 (got {getattr(self, name)})")
@@ -203,6 +218,8 @@ ARGUMENTS = (ModelArguments, DataTrainingArguments, QATrainingArguments)
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """load -> windows -> train -> predict -> post-process -> score -> write; the run's results."""
     model_args, data_args, training_args, overwrite = parse_args(ARGUMENTS, argv)
+    if data_args.serve:  # answers over HTTP until stopped, and writes nothing: no output folder, no lock
+        return serve_from_args(model_args, data_args, training_args)
     with ExitStack() as stack:
         answers = stack.enter_context(launch.answers_only_on_stdout(data_args.asking, training_args))
         launch.setup_logging(training_args, quiet=data_args.asking)
@@ -210,7 +227,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         checkpoint = find_checkpoint(training_args, overwrite)
         set_seed(training_args.seed)
         phases = Phases()
-
         # Load: questions, model, and how this model family and head are fed
         with phases.time("load"):
             raw, reports = squad_v2.load_questions(data_args, model_args.cache_dir, model_args.token)
@@ -226,7 +242,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         windows = SplitWindows(raw, family, head.text_inputs, data_args, training_args, model_args.cache_dir, phases)
         train_features = windows.training() if training_args.do_train else None
         eval_sets = windows.evaluation() if training_args.do_eval else []
-
         settings = AnswerSettings(data_args.n_best_size, data_args.max_answer_length,
                                   data_args.version_2_with_negative, threshold)
         trainer = build_trainer(model, tokenizer, family, head, train_features, eval_sets, settings, data_args,

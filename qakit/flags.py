@@ -73,6 +73,7 @@ HELP_GROUPS = {
                 "max_answer_length", "answer_head", "start_n_top", "end_n_top", "predict_with_generate",
                 "generation_num_beams", "generation_max_length", "val_max_answer_length", "ignore_pad_token_for_loss"],
     "ask (no dataset: answers printed as JSON lines)": ["question", "context", "questions_file"],
+    "serve (answers over HTTP: POST /answer)": ["serve", "host", "port", "backend"],
     "training": ["output_dir", "do_train", "do_eval", "do_predict", "per_device_train_batch_size",
                  "per_device_eval_batch_size", "learning_rate", "num_train_epochs", "max_steps", "warmup_steps",
                  "weight_decay", "gradient_accumulation_steps", "bf16", "fp16", "tf32", "eval_strategy", "eval_steps",
