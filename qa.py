@@ -38,7 +38,6 @@ from qakit.models import check_unknown_share, load_model
 from qakit.outputs import THRESHOLD_FILE, clear_earlier_outputs
 from qakit.plots import draw_run_pictures
 from qakit.report import Phases, finish, report_split
-from qakit.server import serve_from_args
 from trainer_qa import QuestionAnsweringTrainer, build_trainer, train
 from utils_qa import ASK_PREFIX, SplitAnswers, prediction_threshold, record_threshold, starting_threshold
 
@@ -147,7 +146,8 @@ class DataTrainingArguments:
     host: str = field(default="127.0.0.1", metadata={"help": "--serve: the address to listen on."})
     port: int = field(default=8000, metadata={"help": "--serve: the port to listen on (1-65535)."})
     backend: str = field(default="torch", metadata={
-        "help": "--serve: what runs the model: torch, or onnxruntime (CPU).", "choices": ["torch", "onnxruntime"]})
+        "help": "--serve: what runs the model: torch, or onnxruntime (CPU; onnxruntime-int8: the int8 graph) on a "
+                "folder `python -m qakit.onnx` wrote.", "choices": ["torch", "onnxruntime", "onnxruntime-int8"]})
 
     @property
     def asking(self) -> bool:
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     """load -> windows -> train -> predict -> post-process -> score -> write; the run's results."""
     model_args, data_args, training_args, overwrite = parse_args(ARGUMENTS, argv)
     if data_args.serve:  # answers over HTTP until stopped, and writes nothing: no output folder, no lock
-        return serve_from_args(model_args, data_args, training_args)
+        return serve(model_args, data_args, training_args)
     with ExitStack() as stack:
         answers = stack.enter_context(launch.answers_only_on_stdout(data_args.asking, training_args))
         launch.setup_logging(training_args, quiet=data_args.asking)
@@ -302,6 +302,14 @@ def answer(trainer: QuestionAnsweringTrainer, data: EvalSet, prefix: str, settin
         return metrics
     phases.move(phase, "write", metrics[f"{prefix}_write_runtime"])
     return report_split(trainer, prefix, metrics)
+
+
+def serve(model_args: ModelArguments, data_args: DataTrainingArguments,
+          training_args: QATrainingArguments) -> dict[str, float]:
+    """--serve: the model answering over HTTP until stopped (FastAPI and uvicorn are imported only for this)."""
+    from qakit.server import serve_from_args
+
+    return serve_from_args(model_args, data_args, training_args)
 
 
 def cli(argv: list[str] | None = None) -> None:

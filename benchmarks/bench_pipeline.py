@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SHARED_SQUAD / "dev-v2.0.json")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--batch_size", type=int, default=1)
+    parser.add_argument("--bf16_batch_size", type=int, default=8, help="bf16 also in batches of this many windows")
     parser.add_argument("--onnx", default=None, help="a folder written by python -m qakit.onnx MODEL DIR --int8")
     opts = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -113,12 +114,14 @@ def run(model: str, questions: list[dict], opts: argparse.Namespace) -> None:
               f"same top answer for {100 * agreement(ref, ours):.2f}%")
     except (ImportError, KeyError, ValueError) as err:
         print(f"transformers' pipeline: not here ({str(err).splitlines()[0][:80]}); run with .venv-v457/bin/python")
-    variants = [("qakit.pipeline bf16", dict(model=model, torch_dtype="bfloat16"))]
+    variants = [("qakit.pipeline bf16", dict(model=model, torch_dtype="bfloat16")),
+                (f"  bf16, batch {opts.bf16_batch_size}",
+                 dict(model=model, torch_dtype="bfloat16", batch_size=opts.bf16_batch_size))]
     if opts.onnx:
         variants += [("onnxruntime fp32", dict(model=opts.onnx, backend="onnxruntime")),
                      ("onnxruntime int8", dict(model=opts.onnx, backend="onnxruntime", int8=True))]
     for name, kwargs in variants:
-        other = pipeline("question-answering", device=-1, batch_size=opts.batch_size, **kwargs)
+        other = pipeline("question-answering", device=-1, **{"batch_size": opts.batch_size, **kwargs})
         other(questions[:4])
         got, seconds = timed(other, questions)
         versus = f"; {reference_s / seconds:.2f}x 4.57's throughput" if reference_s else ""

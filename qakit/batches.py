@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from qakit.beam import beam_inputs
@@ -74,3 +75,14 @@ class Seq2SeqCollator:
         if "feature_index" in rows[0]:
             batch["qa_meta"] = {"feature_index": torch.tensor([r["feature_index"] for r in rows])}
         return batch
+
+
+def restore_order(gathered: tuple[np.ndarray, ...], n_windows: int) -> tuple[np.ndarray, ...]:
+    """Put gathered windows back in feature order, checking each arrived exactly once."""
+    feature_index = np.asarray(gathered[0]).astype(np.int64)
+    if len(feature_index) != n_windows or not np.array_equal(np.sort(feature_index), np.arange(n_windows)):
+        raise RuntimeError(f"evaluation gathered {len(feature_index)} windows for {n_windows}: some were lost "
+                           "or duplicated across processes (--dataloader_drop_last drops the last batch)")
+    inverse = np.empty(n_windows, dtype=np.int64)
+    inverse[feature_index] = np.arange(n_windows)
+    return tuple(np.asarray(a)[inverse] for a in gathered[1:])

@@ -152,7 +152,7 @@ class QAFamily:
     def encode(self, texts: list[str]) -> list[tuple[list[int], list[int], list[int]]]:
         """Token ids with character start/end offsets (whitespace-trimmed) for each text."""
         if self.fast_offsets:
-            enc = self._call(texts, add_special_tokens=False, return_offsets_mapping=True)
+            enc = self._call(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
             return [
                 (ids, *split_offsets(text, offs))
                 for text, ids, offs in zip(texts, enc["input_ids"], enc["offset_mapping"])
@@ -163,11 +163,13 @@ class QAFamily:
         """The text's words as [start, end) characters, ascending: as the tokenizer splits them where it says
         (a fast tokenizer's word ids, as transformers' pipeline aligns answers to words), else at whitespace
         (as that pipeline does for the others)."""
-        try:
-            enc = self._call([text], add_special_tokens=False, return_offsets_mapping=True)
-            word_ids, offsets = enc.word_ids(0), enc["offset_mapping"][0]
-        except (AttributeError, NotImplementedError, TypeError, ValueError):  # no word ids or offsets
-            word_ids = None
+        word_ids = None
+        if self._call is self.tokenizer:  # layout tokenizers take the whole text as one word: no word ids
+            try:
+                enc = self._call([text], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+                word_ids, offsets = enc.word_ids(0), enc["offset_mapping"][0]
+            except (AttributeError, NotImplementedError, TypeError, ValueError):  # no word ids or offsets
+                word_ids = None
         if not word_ids or None in word_ids:
             return np.array([m.span() for m in re.finditer(r"\S+", text)], dtype=np.int64).reshape(-1, 2)
         spans: dict[int, list[int]] = {}

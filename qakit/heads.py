@@ -64,12 +64,14 @@ class SpanHead:
 
     def device_candidates(self, model: Any, inputs: dict, meta: dict, s: AnswerSettings,
                           synced_gpus: bool = False) -> tuple[torch.Tensor, ...]:
-        """One batch's candidates, found on the device (only O(n_best) numbers per window leave it), with each
-        window's `log_normalizer` (what turns their scores into the pipeline's probabilities)."""
+        """One batch's candidates, found on the device (only O(n_best) numbers per window leave it); searching
+        every pair (the pipeline), also each window's `log_normalizer`, which turns their scores into the
+        pipeline's probabilities."""
         out = model(**inputs)
         where = (meta["context_start"], meta["context_end"], meta["null_index"])
-        search = top_pairs if s.every_pair else top_candidates
-        *cand, nonfinite = search(out.start_logits, out.end_logits, *where, s.n_best_size, s.max_answer_length)
+        if not s.every_pair:
+            return top_candidates(out.start_logits, out.end_logits, *where, s.n_best_size, s.max_answer_length)
+        *cand, nonfinite = top_pairs(out.start_logits, out.end_logits, *where, s.n_best_size, s.max_answer_length)
         return (*cand, log_normalizer(out.start_logits, out.end_logits, *where), nonfinite)
 
     def rows(self, arrays: tuple[np.ndarray, ...], data: EvalSet, tokenizer: Any) -> CandidateRows:

@@ -35,13 +35,13 @@ from qakit.adapters import read_adapter
 from qakit.errors import QAConfigError, QAError, UnsupportedModelError
 from qakit.family import prepare_model
 from qakit.heads import resolve_head
-from qakit.outputs import ADAPTER_CONFIG, THRESHOLD_FILE
+from qakit.outputs import ADAPTER_CONFIG, carry_threshold
 
 MODEL_FILE = "model.onnx"
 INT8_FILE = "model_int8.onnx"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the inputs a graph may take, in this order
 OUTPUTS = ("start_logits", "end_logits")
-COPIED = (THRESHOLD_FILE, "README.md")  # what the model folder says about itself, kept beside the graph
+COPIED = ("README.md",)  # what the model folder says about itself, kept beside the graph (and its threshold)
 # protobuf holds at most 2 GiB: weights above this size go to an external data file beside the graph
 # (`model.onnx.data`, referenced by a relative name, so the folder stays relocatable)
 EXTERNAL_DATA_BYTES = 1536 * 2**20
@@ -173,6 +173,7 @@ def export_onnx(model_dir: str, out_dir: str, int8: bool = False, opset: int | N
         for name in COPIED:
             if (Path(model_dir) / name).is_file():
                 shutil.copy2(Path(model_dir) / name, stage / name)
+        carry_threshold(model_dir, stage)  # recorded for the graph's files, so threshold="model" uses it
         replace_folder(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -187,7 +188,11 @@ def replace_folder(stage: Path, out: Path) -> None:
         return
     old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
     out.rename(old / out.name)
-    stage.rename(out)
+    try:
+        stage.rename(out)
+    except OSError:
+        (old / out.name).rename(out)  # the earlier export back where it was
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -32,7 +32,8 @@ SPLIT_FILES = ("predictions.json", "nbest_predictions.json", "null_odds.json", "
                "results.json", "f1_vs_threshold.png", "pr_exact.png", "pr_f1.png", "pr_oracle.png")
 # what describes the trained model: replaced whenever a run trains
 MODEL_FILES = (THRESHOLD_FILE, "best_checkpoint.json", "training_loss.png", "training_eval.png")
-WEIGHT_PATTERNS = ("model*.safetensors", "pytorch_model*.bin", "adapter_model.safetensors", "adapter_model.bin")
+WEIGHT_PATTERNS = ("model*.safetensors", "pytorch_model*.bin", "adapter_model.safetensors", "adapter_model.bin",
+                   "model*.onnx", "model*.onnx.data")  # the last two: an ONNX export's (qakit/onnx.py)
 
 
 def clear_earlier_outputs(training_args: Any, asking: bool, saves_adapter: bool = False,
@@ -154,3 +155,17 @@ def recorded_threshold(model_dir: str) -> float:
         return 0.0
     logger.info("Null threshold %s, as recorded in %s (pass --null_score_diff_threshold to override)", value, recorded)
     return value
+
+
+def carry_threshold(source: str | Path, target: str | Path) -> None:
+    """The threshold `source` recorded for its weights, recorded again for `target`'s weights (the same model in
+    another form, e.g. exported to ONNX), so that a later run uses it there; a stale record is not carried."""
+    path = Path(source) / THRESHOLD_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(record, dict) or record.get("weights_sha256") not in (None, weights_fingerprint(source)):
+        logger.warning("Not carrying %s: it was calibrated on other weights than those in %s", path, source)
+        return
+    write_json(Path(target) / THRESHOLD_FILE, record | {"weights_sha256": weights_fingerprint(target)})

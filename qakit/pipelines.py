@@ -17,11 +17,13 @@ Every answer carries qa.py's `null_odds`: the least null score of the question's
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -29,8 +31,8 @@ import torch
 
 from qakit import generative
 from qakit.adapters import with_adapters
-from qakit.answers import AnswerSettings, CandidateRows, QAPredictions
-from qakit.batches import QACollator
+from qakit.answers import NO_SPAN_ODDS, AnswerSettings, CandidateRows, QAPredictions
+from qakit.batches import restore_order
 from qakit.errors import QAInputError
 from qakit.family import QAFamily, prepare_model
 from qakit.heads import SpanHead, resolve_head
@@ -67,19 +69,35 @@ class CallSettings:
     n_best_size: int = 20  # qa.py's candidates per window (with a threshold)
 
     def checked(self) -> "CallSettings":
-        for name in ("top_k", "max_answer_len", "batch_size", "n_best_size", "max_question_len"):
+        """transformers' refusals, and ours for values it would have used silently (a NaN threshold never says
+        "no answer")."""
+        for name in ("top_k", "max_answer_len", "batch_size", "n_best_size", "max_question_len", "max_seq_len"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise QAInputError(f"{name} must be an integer of at least 1 (got {value!r})")
-        for name in ("max_seq_len", "doc_stride"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise QAInputError(f"{name} must be a non-negative integer (got {value!r})")
+        if self.doc_stride is not None and (isinstance(self.doc_stride, bool) or not isinstance(self.doc_stride, int)
+                                            or self.doc_stride < 0):
+            raise QAInputError(f"doc_stride must be a non-negative integer (got {self.doc_stride!r})")
         if self.max_seq_len is not None and self.doc_stride is not None and self.doc_stride > self.max_seq_len:
             raise QAInputError(f"`doc_stride` ({self.doc_stride}) is larger than `max_seq_len` ({self.max_seq_len})")
-        if self.threshold is not None and self.threshold != "model" and not isinstance(self.threshold, (int, float)):
-            raise QAInputError(f"threshold must be a number or 'model' (got {self.threshold!r})")
+        if self.threshold not in (None, "model") and (isinstance(self.threshold, bool) or not isinstance(
+                self.threshold, (int, float)) or not math.isfinite(self.threshold)):
+            raise QAInputError(f"threshold must be a finite number or 'model' (got {self.threshold!r})")
         return self
+
+    @classmethod
+    def given(cls, base: "CallSettings | None" = None, **overrides: Any) -> "CallSettings":
+        """`base` (default: transformers' defaults) with a call's arguments (`topk`: transformers' old name of
+        top_k; `padding`, `num_workers`: transformers' batching knobs, which windows here do not need)."""
+        if "topk" in overrides:
+            overrides.setdefault("top_k", overrides.pop("topk"))
+        for ignored in ("padding", "num_workers"):
+            overrides.pop(ignored, None)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise QAInputError(f"unknown argument(s) {', '.join(unknown)}: the pipeline takes {', '.join(names)}")
+        return dataclasses.replace(base or cls(), **overrides).checked()
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,22 +118,24 @@ def pipeline(task: str = TASK, model: Any = None, tokenizer: Any = None, *, devi
         raise ValueError("pass model=: a model folder (qa.py's --output_dir), an adapter folder or a hub id")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
-    settings = CallSettings(**defaults).checked()
+    settings = CallSettings.given(**defaults)
     dtype_name = _dtype_name(dtype if dtype is not None else torch_dtype)
     if backend == "onnxruntime":
-        loaded = _load_onnx(model, int8)
+        net, tok, head = _load_onnx(model, int8)
     elif isinstance(model, str):
-        loaded = _load_folder(model, tokenizer, dtype_name, answer_head, trust_remote_code, token, revision,
-                              cache_dir)
+        net, tok, head = _load_folder(model, tokenizer if isinstance(tokenizer, str) else None, dtype_name,
+                                      answer_head, trust_remote_code, token, revision, cache_dir)
     else:
-        loaded = _loaded_model(model, tokenizer, answer_head)
-    net, tok, head = loaded
-    where = torch.device("cpu") if backend == "onnxruntime" else _device(device)
-    return QuestionAnsweringPipeline(net.to(where) if backend == "torch" else net, tok, head, where,
-                                     model if isinstance(model, str) else None, settings)
+        net, tok, head = model, None, None
+    if not isinstance(model, str) or (tokenizer is not None and not isinstance(tokenizer, str)):
+        net, tok, head = _given_objects(net, tokenizer or tok, answer_head, head)
+    where = torch.device("cpu") if backend == "onnxruntime" else _device(device, net)
+    placed = net if backend == "onnxruntime" or getattr(net, "hf_device_map", None) else net.to(where)
+    return QuestionAnsweringPipeline(placed, tok, head, where, model if isinstance(model, str) else None, settings)
 
 
 def _dtype_name(dtype: Any) -> str:
+    """A dtype as qa.py's --torch_dtype names it."""
     if dtype is None:
         return "float32"
     name = str(dtype).removeprefix("torch.")
@@ -124,8 +144,11 @@ def _dtype_name(dtype: Any) -> str:
     return name
 
 
-def _device(device: Any) -> torch.device:
-    """transformers' conventions: None the first GPU if there is one, -1 the CPU, n GPU n, or a name."""
+def _device(device: Any, model: Any) -> torch.device:
+    """transformers' conventions: None the first GPU if there is one (or where a device map put the model), -1
+    the CPU, n GPU n, or a name."""
+    if getattr(model, "hf_device_map", None):
+        return next(model.parameters()).device
     if device is None:
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     if isinstance(device, int):
@@ -145,17 +168,23 @@ def _load_folder(name: str, tokenizer: str | None, dtype: str, answer_head: str,
     return with_adapters(model, model_args, _ANSWERING, head.generative), tok, head
 
 
-def _loaded_model(model: Any, tokenizer: Any, answer_head: str) -> tuple[Any, Any, SpanHead]:
+def _given_objects(model: Any, tokenizer: Any, answer_head: str, head: SpanHead | None) -> tuple[Any, Any, SpanHead]:
+    """A loaded model (its head told by its class, whatever its config says it was saved as) and/or a loaded
+    tokenizer, as transformers 4.x took them."""
     if tokenizer is None or isinstance(tokenizer, str):
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer or model.config.name_or_path)
-    head = resolve_head(model.config, answer_head, False)
+    if head is None:
+        as_built = copy.copy(model.config)
+        as_built.architectures = [type(model).__name__]
+        head = resolve_head(as_built, answer_head, False)
     prepare_model(model, tokenizer, generative=head.generative)
     return model, tokenizer, head
 
 
 def _load_onnx(folder: Any, int8: bool) -> tuple[Any, Any, SpanHead]:
+    """An export of `python -m qakit.onnx` (a span head) run by onnxruntime."""
     from transformers import AutoTokenizer
 
     from qakit.onnx import OnnxQAModel
@@ -212,21 +241,23 @@ class QuestionAnsweringPipeline:
         self._prepared: dict[tuple, tuple[QAFamily, SpanHead]] = {}
 
     def settings(self, **overrides: Any) -> CallSettings:
-        """This pipeline's defaults with a call's arguments (`topk`: transformers' old name of top_k)."""
-        if "topk" in overrides:
-            overrides.setdefault("top_k", overrides.pop("topk"))
-        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(CallSettings)})
-        if unknown:
-            raise QAInputError(f"unknown argument(s) {', '.join(unknown)}: the pipeline takes "
-                               f"{', '.join(f.name for f in dataclasses.fields(CallSettings))}")
-        return dataclasses.replace(self.defaults, **overrides).checked()
+        """This pipeline's defaults with a call's arguments."""
+        return CallSettings.given(self.defaults, **overrides)
+
+    def check(self, settings: CallSettings) -> None:
+        """Window settings this model cannot take, refused before any question is asked (the server checks at
+        start, not on every request)."""
+        self._prepare(self._resolved(settings))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """`qa(question=..., context=...)`, `qa({"question", "context"})`, lists of either: one input gives its
         answer (a dict, or a list for several answers), several give a list of those."""
         call = {k: kwargs.pop(k) for k in ("question", "context", "X", "data") if k in kwargs}
+        settings = self.settings(**kwargs)
+        if len(args) == 1 and isinstance(args[0], Iterator):  # a generator: answers as they come, as 4.x gave them
+            return (self(item, **kwargs) for item in args[0])
         questions = parse_inputs(args, call)
-        answers = self.answer(questions, self.settings(**kwargs))
+        answers = self.answer(questions, settings)
         shaped = [found[0] if len(found) == 1 else found for found in answers]
         return shaped[0] if len(shaped) == 1 else shaped
 
@@ -266,6 +297,7 @@ class QuestionAnsweringPipeline:
         return self._prepared[key]
 
     def _threshold(self, s: CallSettings) -> float:
+        """The number qa.py's decision compares the null odds with ("model": the folder's record)."""
         if s.threshold != "model":
             return float(s.threshold or 0.0)
         if self.model_dir is None:
@@ -290,8 +322,7 @@ class QuestionAnsweringPipeline:
                 found = head.device_candidates(self.model, inputs, meta, answering)
             parts.append([x.cpu().numpy() for x in found])
             index.append(meta["feature_index"].cpu().numpy())
-        inverse = np.argsort(np.concatenate(index), kind="stable")
-        return tuple(np.concatenate(columns)[inverse] for columns in zip(*parts))
+        return restore_order((np.concatenate(index), *(np.concatenate(c) for c in zip(*parts))), len(asked.rows))
 
 
 def _per_window(s: CallSettings) -> int:
@@ -334,6 +365,7 @@ def parse_inputs(args: tuple, call: dict[str, Any]) -> list[Question]:
 
 
 def _question(item: Any) -> Question:
+    """One input in any of the shapes transformers 4.x took."""
     if isinstance(item, Question):
         return item
     if isinstance(item, dict):
@@ -346,6 +378,7 @@ def _question(item: Any) -> Question:
 
 
 def check_question(q: Question) -> None:
+    """transformers' refusals of empty texts (and ours of blank ones: they have no tokens to answer from)."""
     for name in ("question", "context"):
         value = getattr(q, name)
         if not isinstance(value, str):
@@ -376,8 +409,9 @@ def _words(family: QAFamily, contexts: list[str]) -> list[np.ndarray]:
 
 
 def _null_odds(preds: QAPredictions, qid: str) -> float | None:
+    """qa.py's null odds; None where there are none (no span found: qa.py writes its stand-in, 1e9)."""
     odds = preds.null_odds.get(qid)
-    return None if odds is None or not np.isfinite(odds) else float(odds)
+    return None if odds is None or not np.isfinite(odds) or odds == NO_SPAN_ODDS else float(odds)
 
 
 def pipeline_answers(rows: CandidateRows, log_norm: np.ndarray, asked: AskedSet, preds: QAPredictions,
@@ -399,8 +433,11 @@ def pipeline_answers(rows: CandidateRows, log_norm: np.ndarray, asked: AskedSet,
     found: list[dict[str, dict[str, Any]]] = [{} for _ in asked.ids]
     for r, w in enumerate(rows.window.tolist()):
         e = int(example[w])
-        start, end = _aligned(words, e, int(starts[r]), int(ends[r]))
-        text = rows.texts[r] if rows.texts is not None else asked.contexts[e][start:end]
+        if rows.texts is None:  # a span of the context, widened to words
+            start, end = _aligned(words, e, int(starts[r]), int(ends[r]))
+            text = asked.contexts[e][start:end]
+        else:  # a generated answer, where it occurs (as written: it need not be whole words)
+            start, end, text = int(starts[r]), int(ends[r]), rows.texts[r]
         same = found[e].get(text.lower())
         if same is not None:
             same["score"] += float(prob[r])
@@ -432,11 +469,11 @@ def assembled_answers(preds: QAPredictions, asked: AskedSet, s: CallSettings,
         ordered = ([first] if first is not None else []) + [r for r in rows if r is not first]
         answers = []
         for row in ordered[:s.top_k]:
-            offsets = row.get("offsets") or [None, None]
-            start, end = offsets
-            if start is not None and row["text"]:
+            start, end = row.get("offsets") or [None, None]
+            text = row["text"]
+            if "start_logit" in row and text:  # a span of the context (not generated), widened to words
                 start, end = _aligned(words, e, start, end)
-            text = asked.contexts[e][start:end] if row["text"] and offsets[0] is not None else row["text"]
+                text = asked.contexts[e][start:end]
             answers.append({"score": row["probability"], "start": start, "end": end, "answer": text,
                             "null_odds": _null_odds(preds, qid)})
         out.append(answers)

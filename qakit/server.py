@@ -141,7 +141,7 @@ class Batcher:
                 continue
             try:
                 jobs.append(await asyncio.wait_for(self.queue.get(), deadline - loop.time()))
-            except TimeoutError:
+            except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11 on; not on 3.10
                 break
         return [job for job in jobs if not job.future.done()]  # a request cancelled meanwhile needs no answer
 
@@ -355,14 +355,17 @@ def stopped(sig: int, frame: FrameType | None) -> None:
 
 def serve_from_args(model_args: Any, data_args: Any, training_args: Any) -> dict[str, float]:
     """`qa.py --serve`: --model_name_or_path answering with the settings of qa.py's answer flags, until stopped;
-    no results (what `qa.py`'s main returns: a server has no scores)."""
-    given = [f"--{flag}" for flag in ("do_train", "do_eval", "do_predict") if getattr(training_args, flag)]
-    if given:
-        raise QAConfigError(f"--serve answers the questions sent to it and writes nothing: drop {', '.join(given)}")
+    no results (what `qa.py`'s main returns: a server has no scores). Settings the model cannot take are refused
+    here, before it listens, not on every request."""
+    check_serve_flags(model_args, data_args, training_args)
     launch.setup_logging(training_args)
     device = "cpu" if training_args.use_cpu or not torch.cuda.is_available() else "cuda"
+    backend = data_args.backend.removesuffix("-int8")
     pipe = pipeline("question-answering", model=model_args.model_name_or_path, device=device,
-                    torch_dtype=model_args.torch_dtype, backend=data_args.backend)
+                    torch_dtype=model_args.torch_dtype, backend=backend, int8=data_args.backend.endswith("-int8"),
+                    tokenizer=model_args.tokenizer_name, answer_head=model_args.answer_head,
+                    trust_remote_code=model_args.trust_remote_code, token=model_args.token,
+                    revision=model_args.model_revision, cache_dir=model_args.cache_dir)
     threshold = data_args.null_score_diff_threshold
     try:
         settings = pipe.settings(max_seq_len=data_args.max_seq_length, doc_stride=data_args.doc_stride,
@@ -370,7 +373,31 @@ def serve_from_args(model_args: Any, data_args: Any, training_args: Any) -> dict
                                  handle_impossible_answer=data_args.version_2_with_negative,
                                  threshold=None if threshold is None else float(threshold),
                                  batch_size=training_args.per_device_eval_batch_size)
+        pipe.check(settings)
     except ValueError as err:
         raise QAConfigError(f"--serve: {one_line(str(err))}") from err
     serve(pipe, settings, data_args.host, data_args.port)
     return {}
+
+
+def check_serve_flags(model_args: Any, data_args: Any, training_args: Any) -> None:
+    """Flags a server cannot honour, refused in one line rather than ignored."""
+    given = [f"--{flag}" for flag in ("do_train", "do_eval", "do_predict") if getattr(training_args, flag)]
+    if given:
+        raise QAConfigError(f"--serve answers the questions sent to it and writes nothing: drop {', '.join(given)}")
+    threshold = data_args.null_score_diff_threshold
+    if threshold == "best":
+        raise QAConfigError("--serve: --null_score_diff_threshold best comes from an evaluation, which a server does "
+                            "not run: pass a number (an evaluation's eval_best_threshold), or drop it")
+    if threshold is not None and not data_args.version_2_with_negative:
+        raise QAConfigError("--serve: --null_score_diff_threshold decides when \"\" (no answer) wins, which needs "
+                            "--version_2_with_negative")
+    unsupported = [f"--{flag}" for flag in ("config_name", "start_n_top", "end_n_top", "lora_r", "load_in_4bit",
+                                            "load_in_8bit", "merge_lora", "allow_untrained_head")
+                   if getattr(model_args, flag)]
+    unsupported += ["--predict_with_generate"] if training_args.predict_with_generate else []
+    unsupported += ["--generation_num_beams", "--generation_max_length"] if (
+        training_args.generation_num_beams or training_args.generation_max_length) else []
+    if unsupported:
+        raise QAConfigError(f"--serve answers with the model as it was saved: drop {', '.join(unsupported)} (a "
+                            "generative model answers by generating with --answer_head auto)")

@@ -54,21 +54,41 @@ def pad_columns(x: torch.Tensor, k: int, value: float) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, k - x.shape[1]), value=value) if x.shape[1] < k else x
 
 
+def _masked(start_logits: torch.Tensor, end_logits: torch.Tensor, context_start: torch.Tensor,
+            context_end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Start and end logits in float32 with every position outside the context (and every NaN: never best)
+    at -inf, and that outside mask."""
+    pos = torch.arange(start_logits.shape[1], device=start_logits.device)[None, :]
+    outside = (pos < context_start[:, None]) | (pos >= context_end[:, None])
+    sv, ev = (x.float().nan_to_num(nan=float("-inf")).masked_fill(outside, float("-inf"))
+              for x in (start_logits, end_logits))
+    return sv, ev, outside
+
+
+def _finish(picked: list[torch.Tensor], valid: torch.Tensor, n_best: int, start_logits: torch.Tensor,
+            end_logits: torch.Tensor, null_index: torch.Tensor, outside: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The candidates' (start, end, start logit, end logit) columns padded to `n_best` with -1 / -inf, then
+    the null score and whether the window's logits are not all finite."""
+    pads = (-1, -1, float("-inf"), float("-inf"))
+    out = [pad_columns(t.masked_fill(~valid, pad), n_best, pad) for t, pad in zip(picked, pads)]
+    rows = torch.arange(start_logits.shape[0], device=start_logits.device)
+    null = start_logits[rows, null_index].double() + end_logits[rows, null_index].double()
+    bad = ~(torch.isfinite(start_logits) & torch.isfinite(end_logits)) & ~outside
+    return (*out, null, bad.any(1) | ~torch.isfinite(null))
+
+
 def top_candidates(start_logits: torch.Tensor, end_logits: torch.Tensor, context_start: torch.Tensor,
                    context_end: torch.Tensor, null_index: torch.Tensor, n_best: int,
                    max_answer_length: int) -> tuple[torch.Tensor, ...]:
-    """Each window's `n_best` best valid spans and its null score, from one batch of logits.
+    """Each window's `n_best` best valid spans and its null score, from one batch of logits: run_qa's search,
+    the `n_best` best starts paired with the `n_best` best ends.
 
     Only O(n_best) numbers per window leave the device, so what evaluation keeps and gathers across
     processes grows with the number of windows, not with windows x sequence length.
     """
-    length = start_logits.shape[1]
-    pos = torch.arange(length, device=start_logits.device)[None, :]
-    outside = (pos < context_start[:, None]) | (pos >= context_end[:, None])
-    masked = [x.float().nan_to_num(nan=float("-inf")).masked_fill(outside, float("-inf"))  # a NaN is never best
-              for x in (start_logits, end_logits)]
-    sv, si = top_k_stable(masked[0], n_best)
-    ev, ei = top_k_stable(masked[1], n_best)
+    masked_start, masked_end, outside = _masked(start_logits, end_logits, context_start, context_end)
+    sv, si = top_k_stable(masked_start, n_best)
+    ev, ei = top_k_stable(masked_end, n_best)
     span = ei[:, None, :] - si[:, :, None] + 1
     score = sv.double()[:, :, None] + ev.double()[:, None, :]  # the oracle adds in float64
     ok = (span >= 1) & (span <= max_answer_length) & torch.isfinite(score)
@@ -76,43 +96,25 @@ def top_candidates(start_logits: torch.Tensor, end_logits: torch.Tensor, context
     best, pair = top_k_stable(flat, n_best)
     k = si.shape[1]
     a, b = pair // k, pair % k
-    valid = torch.isfinite(best)
-    out = [si.gather(1, a).masked_fill(~valid, -1).int(), ei.gather(1, b).masked_fill(~valid, -1).int(),
-           sv.gather(1, a).masked_fill(~valid, float("-inf")), ev.gather(1, b).masked_fill(~valid, float("-inf"))]
-    out = [pad_columns(t, n_best, -1 if t.dtype == torch.int32 else float("-inf")) for t in out]
-    rows = torch.arange(start_logits.shape[0], device=start_logits.device)
-    null = start_logits[rows, null_index].double() + end_logits[rows, null_index].double()
-    bad = ~(torch.isfinite(start_logits) & torch.isfinite(end_logits)) & ~outside
-    return (*out, null, bad.any(1) | ~torch.isfinite(null))
+    picked = [si.gather(1, a).int(), ei.gather(1, b).int(), sv.gather(1, a), ev.gather(1, b)]
+    return _finish(picked, torch.isfinite(best), n_best, start_logits, end_logits, null_index, outside)
 
 
 def top_pairs(start_logits: torch.Tensor, end_logits: torch.Tensor, context_start: torch.Tensor,
               context_end: torch.Tensor, null_index: torch.Tensor, n_best: int,
               max_answer_length: int) -> tuple[torch.Tensor, ...]:
     """`top_candidates` over every valid (start, end) pair of the window, as transformers' question-answering
-    pipeline searches (run_qa pairs only the n_best best starts with the n_best best ends); ties go to the
-    earlier start, then the earlier end, as its argmax over the start x end matrix."""
-    batch, length = start_logits.shape
-    pos = torch.arange(length, device=start_logits.device)[None, :]
-    outside = (pos < context_start[:, None]) | (pos >= context_end[:, None])
-    sv, ev = (x.float().nan_to_num(nan=float("-inf")).masked_fill(outside, float("-inf"))
-              for x in (start_logits, end_logits))
+    pipeline searches; ties go to the earlier start, then the earlier end, as its argmax over the start x end
+    matrix."""
+    sv, ev, outside = _masked(start_logits, end_logits, context_start, context_end)
+    length = sv.shape[1]
     width = min(max_answer_length, length)
-    ends = pos[0][:, None] + torch.arange(width, device=pos.device)[None, :]  # [L, A]: start + offset
-    valid_end = ends < length
-    ev_by_pair = ev[:, ends.clamp(max=length - 1)].masked_fill(~valid_end[None], float("-inf"))  # [B, L, A]
-    score = sv.double()[:, :, None] + ev_by_pair.double()
-    best, pair = top_k_stable(score.flatten(1), n_best)
-    valid = torch.isfinite(best)
+    ends = torch.arange(length, device=sv.device)[:, None] + torch.arange(width, device=sv.device)[None, :]
+    ev_by_pair = ev[:, ends.clamp(max=length - 1)].masked_fill(~(ends < length)[None], float("-inf"))  # [B, L, A]
+    best, pair = top_k_stable((sv.double()[:, :, None] + ev_by_pair.double()).flatten(1), n_best)
     starts, ends_at = pair // width, pair // width + pair % width
-    out = [starts.int().masked_fill(~valid, -1), ends_at.int().masked_fill(~valid, -1),
-           sv.gather(1, starts).masked_fill(~valid, float("-inf")),
-           ev.gather(1, ends_at.clamp(max=length - 1)).masked_fill(~valid, float("-inf"))]
-    out = [pad_columns(t, n_best, -1 if t.dtype == torch.int32 else float("-inf")) for t in out]
-    rows = torch.arange(batch, device=start_logits.device)
-    null = start_logits[rows, null_index].double() + end_logits[rows, null_index].double()
-    bad = ~(torch.isfinite(start_logits) & torch.isfinite(end_logits)) & ~outside
-    return (*out, null, bad.any(1) | ~torch.isfinite(null))
+    picked = [starts.int(), ends_at.int(), sv.gather(1, starts), ev.gather(1, ends_at.clamp(max=length - 1))]
+    return _finish(picked, torch.isfinite(best), n_best, start_logits, end_logits, null_index, outside)
 
 
 def log_normalizer(start_logits: torch.Tensor, end_logits: torch.Tensor, context_start: torch.Tensor,

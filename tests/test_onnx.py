@@ -5,6 +5,7 @@ merged, only the inputs a model takes, the folders refused, and the command's ex
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from helpers import OFFLINE_ENV, REPO
 from qakit import onnx as qa_onnx
 from qakit.errors import QAConfigError
 from qakit.family import QAFamily, prepare_model
+from qakit.outputs import recorded_threshold, weights_fingerprint
 from qakit.onnx import OnnxQAModel, export_onnx, graph_inputs
 
 QUESTIONS = ["Who kept the lighthouse?", "When did the war end?", "How many bees are in a healthy hive in summer?"]
@@ -35,7 +37,8 @@ CONTEXTS = ["In 1874 the keeper, a careful man named Thomas Reed, wrote in his j
 def bert(tmp_path_factory) -> Path:
     """A tiny BERT folder with a calibrated threshold and a card, as a training run leaves it."""
     folder = tiny_models.build_tiny("Bert", tmp_path_factory.mktemp("models") / "bert")
-    (folder / "null_threshold.json").write_text('{"null_score_diff_threshold": -1.5}', encoding="utf-8")
+    record = {"null_score_diff_threshold": -1.5, "weights_sha256": weights_fingerprint(folder)}
+    (folder / "null_threshold.json").write_text(json.dumps(record), encoding="utf-8")
     (folder / "README.md").write_text("# tiny bert\n", encoding="utf-8")
     return folder
 
@@ -100,7 +103,10 @@ def test_fp32_graph_gives_the_torch_models_logits_and_is_driven_like_it(bert, ex
     assert sorted(p.name for p in exported.iterdir()) == sorted(
         ["README.md", "config.json", "model.onnx", "model_int8.onnx", "null_threshold.json", "tokenizer.json",
          "tokenizer_config.json"])
-    assert (exported / "null_threshold.json").read_text() == (bert / "null_threshold.json").read_text()
+    # the threshold recorded again for the graph's files, so a run on the export (threshold="model") uses it
+    carried = json.loads((exported / "null_threshold.json").read_text())
+    assert carried["weights_sha256"] == weights_fingerprint(exported) != weights_fingerprint(bert)
+    assert recorded_threshold(str(exported)) == -1.5 == recorded_threshold(str(bert))
 
 
 @pytest.mark.slow  # exports a graph (seconds)
