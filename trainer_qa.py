@@ -22,6 +22,7 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from qakit.answers import AnswerSettings
+from qakit.batches import restore_order
 from qakit.checkpoints import describe_best, whole_run_train_loss
 from qakit.engines import check_engine, check_launch, choose_fsdp_layers
 from qakit.family import QAFamily
@@ -216,17 +217,6 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
         generator.manual_seed(self.seed + self.epoch)
         yield from get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
         self.epoch += 1  # a loop that never calls set_epoch still gets a new order each pass
-
-
-def restore_order(gathered: tuple[np.ndarray, ...], n_windows: int) -> tuple[np.ndarray, ...]:
-    """Put gathered windows back in feature order, checking each arrived exactly once."""
-    feature_index = np.asarray(gathered[0]).astype(np.int64)
-    if len(feature_index) != n_windows or not np.array_equal(np.sort(feature_index), np.arange(n_windows)):
-        raise RuntimeError(f"evaluation gathered {len(feature_index)} windows for {n_windows}: some were lost "
-                           "or duplicated across processes (--dataloader_drop_last drops the last batch)")
-    inverse = np.empty(n_windows, dtype=np.int64)
-    inverse[feature_index] = np.arange(n_windows)
-    return tuple(np.asarray(a)[inverse] for a in gathered[1:])
 
 
 def build_trainer(model: torch.nn.Module, tokenizer: Any, family: QAFamily, head: SpanHead,
