@@ -10,6 +10,7 @@
   `python -m qakit.onnx MODEL DIR --int8`): agreement with the float32 answers and throughput.
 
     .venv-v457/bin/python benchmarks/bench_pipeline.py [--model DIR] [--n 2000] [--batch_size 1] [--onnx DIR]
+        [--device cuda] (on a GPU: every torch run there, bf16 with --bf16_batch_size windows a batch)
 
 --model defaults to MiniLM with a span head drawn from a fixed seed (saved to a temporary folder).
 """
@@ -51,12 +52,13 @@ def bare_forward(qa, questions: list[dict], batch_size: int) -> tuple[float, int
     collate = head.collator(family, argparse.Namespace(max_seq_length=0, pad_to_max_length=False))
     order = sorted(range(len(asked.rows)), key=lambda i: -len(asked.rows[i]["input_ids"]))
     batches = [collate([asked.rows[i] for i in order[lo:lo + batch_size]]) for lo in range(0, len(order), batch_size)]
-    for batch in batches:
-        batch.pop("qa_meta")
+    batches = [{k: v.to(qa.device) for k, v in batch.items() if k != "qa_meta"} for batch in batches]
     started = time.perf_counter()
     with torch.inference_mode():
         for batch in batches:
             qa.model(**batch)
+    if qa.device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - started, len(asked.rows)
 
 
@@ -81,6 +83,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SHARED_SQUAD / "dev-v2.0.json")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--batch_size", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
     parser.add_argument("--bf16_batch_size", type=int, default=8, help="bf16 also in batches of this many windows")
     parser.add_argument("--onnx", default=None, help="a folder written by python -m qakit.onnx MODEL DIR --int8")
     opts = parser.parse_args()
@@ -94,7 +97,7 @@ def main() -> None:
 
 
 def run(model: str, questions: list[dict], opts: argparse.Namespace) -> None:
-    qa = pipeline("question-answering", model=model, device=-1, batch_size=opts.batch_size)
+    qa = pipeline("question-answering", model=model, device=opts.device, batch_size=opts.batch_size)
     qa(questions[:4])  # warm-up
     forward, windows = bare_forward(qa, questions, opts.batch_size)
     ours, ours_s = timed(qa, questions)
@@ -107,7 +110,7 @@ def run(model: str, questions: list[dict], opts: argparse.Namespace) -> None:
     try:
         from transformers import pipeline as transformers_pipeline
 
-        theirs = transformers_pipeline("question-answering", model=model, tokenizer=model, device=-1,
+        theirs = transformers_pipeline("question-answering", model=model, tokenizer=model, device=opts.device,
                                        batch_size=opts.batch_size)
         ref, reference_s = timed(theirs, questions)
         print(f"transformers 4.57 pipeline {reference_s:8.1f} s   ours {reference_s / ours_s:.3f}x its throughput; "
@@ -121,7 +124,8 @@ def run(model: str, questions: list[dict], opts: argparse.Namespace) -> None:
         variants += [("onnxruntime fp32", dict(model=opts.onnx, backend="onnxruntime")),
                      ("onnxruntime int8", dict(model=opts.onnx, backend="onnxruntime", int8=True))]
     for name, kwargs in variants:
-        other = pipeline("question-answering", device=-1, **{"batch_size": opts.batch_size, **kwargs})
+        device = "cpu" if kwargs.get("backend") == "onnxruntime" else opts.device
+        other = pipeline("question-answering", device=device, **{"batch_size": opts.batch_size, **kwargs})
         other(questions[:4])
         got, seconds = timed(other, questions)
         versus = f"; {reference_s / seconds:.2f}x 4.57's throughput" if reference_s else ""

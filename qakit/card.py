@@ -127,7 +127,9 @@ def _card_own_id(card: ModelCard) -> str | None:
     title = re.search(r"(?m)^# +(\S+) *$", card.text)
     if not title:
         return None
-    ids = re.finditer(r"(?:^|(?<=[\s'\"`=(])|(?<=huggingface\.co/))([\w.-]+/" + re.escape(title[1]) + r")(?![\w./-])",
+    # quoted, as code loads it, or linked: never a bare `outputs/NAME` (our own card's command line), which is a
+    # relative path that merely does not exist from where this process runs
+    ids = re.finditer(r"(?:(?<=['\"`])|(?<=huggingface\.co/))([\w.-]+/" + re.escape(title[1]) + r")(?=['\"`)\s]|$)",
                       card.text)
     return next((m[1] for m in ids if _is_hub_id(m[1])), None)
 

@@ -171,8 +171,8 @@ def test_a_folder_names_its_hub_id_by_the_hub_cache_or_its_card(tmp_path):
     assert base_model(str(snapshot)).hub_id == "deepset/roberta-base-squad2"
     ours = tmp_path / "train_offline"  # a model this tool fine-tuned: its card names what it was made from
     ours.mkdir()
-    (ours / "README.md").write_text("---\nbase_model: sentence-transformers/all-MiniLM-L6-v2\n---\n\n# train_offline\n",
-                                    encoding="utf-8")
+    (ours / "README.md").write_text("---\nbase_model: sentence-transformers/all-MiniLM-L6-v2\n---\n\n# train_offline\n\n"
+                                    "python qa.py --output_dir outputs/train_offline --do_train\n", encoding="utf-8")
     (ours / "config.json").write_text(json.dumps({"_name_or_path": "nreimers/MiniLM-L6-H384-uncased"}))
     assert base_model(str(ours)) == BaseModel("train_offline", origin="sentence-transformers/all-MiniLM-L6-v2")
 
