@@ -428,13 +428,16 @@ def pipeline_answers(rows: CandidateRows, log_norm: np.ndarray, asked: AskedSet,
     prob = np.exp(rows.score - log_norm[rows.window])
     if rows.texts is None:
         starts, ends = asked.windows.chars(rows.window, rows.start_token, rows.end_token)
+        first = asked.windows.context_start[rows.window]  # a word cut by the window's edge ends there, as in 4.x
+        lo, hi = asked.windows.chars(rows.window, first, first + asked.windows.length[rows.window] - 1)
     else:
         starts, ends = rows.char_start, rows.char_end
     found: list[dict[str, dict[str, Any]]] = [{} for _ in asked.ids]
     for r, w in enumerate(rows.window.tolist()):
         e = int(example[w])
-        if rows.texts is None:  # a span of the context, widened to words
+        if rows.texts is None:  # a span of the context, widened to words (those of its window)
             start, end = _aligned(words, e, int(starts[r]), int(ends[r]))
+            start, end = max(start, int(lo[r])), min(end, int(hi[r]))
             text = asked.contexts[e][start:end]
         else:  # a generated answer, where it occurs (as written: it need not be whole words)
             start, end, text = int(starts[r]), int(ends[r]), rows.texts[r]
