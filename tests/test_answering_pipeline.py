@@ -43,14 +43,14 @@ def minilm_qa(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_answers_as_transformers_4_57_pipeline(minilm_qa):
-    """Every question of the sample, five sets of call arguments (defaults, align_to_words=False,
+    """The sample's first 24 questions, five sets of call arguments (defaults, align_to_words=False,
     handle_impossible_answer, top_k=3, several windows per context in batches of 4): the same answers, starts
     and ends, scores within 1e-5."""
-    out = run_qa([str(REPO / "tests" / "pipeline_parity.py"), str(minilm_qa), str(SAMPLE), "43"],
+    out = run_qa([str(REPO / "tests" / "pipeline_parity.py"), str(minilm_qa), str(SAMPLE), "24"],
                  launcher=[str(legacy_python())])
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["questions"] == 43
+    assert result["questions"] == 24
     for mode, figures in result.items():
         if mode != "questions":
             assert figures["differ"] == 0, (mode, figures["shown"])
@@ -62,7 +62,7 @@ def _long_context_questions(path: Path) -> Path:
     data = json.loads(SAMPLE.read_text(encoding="utf-8"))["data"]
     paragraphs = [p for a in data for p in a["paragraphs"]]
     context = " ".join(p["context"] for p in paragraphs)
-    qas = [{"id": q["id"], "question": q["question"], "answers": []} for p in paragraphs for q in p["qas"][:2]]
+    qas = [{"id": q["id"], "question": q["question"], "answers": []} for p in paragraphs for q in p["qas"][:1]]
     path.write_text(json.dumps({"version": "v2.0", "data": [{"title": "all", "paragraphs": [
         {"context": context, "qas": qas}]}]}), encoding="utf-8")
     return path
