@@ -1,6 +1,11 @@
 """Errors the tool reports as one clear line (`qakit.launch.run`), never as a traceback."""
 
 
+def one_line(text: str) -> str:
+    """A library's message on one line, whatever its layout: our errors are one line each."""
+    return " ".join(text.split())
+
+
 class QAError(Exception):
     """Base of the errors reported as one line: the message says what is wrong, where, and the fix."""
 

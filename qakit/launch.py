@@ -17,7 +17,7 @@ import torch
 import transformers
 from transformers import TrainingArguments
 
-from qakit.errors import QAError
+from qakit.errors import QAError, one_line
 
 logger = logging.getLogger("qa")
 
@@ -100,7 +100,7 @@ def run(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) 
     try:
         main(argv)
     except (QAError, OSError, ImportError) as err:  # not bugs (data errors are QAErrors too): no traceback
-        message = " ".join(str(err).split())  # one line, whatever the library's message looked like
+        message = one_line(str(err))
         fresh_line = "\n" if sys.stderr.isatty() else ""  # after a progress bar's last, unfinished line
         status = getattr(err, "exit_status", 2)  # 2: a user error; a run stopped by the scheduler says its own
         print(f"{fresh_line}qa.py: {'error' if status == 2 else 'stopped'}: {message}", file=sys.stderr)

@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoTokenizer
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from qakit.adapters import ADAPTER_CONFIG, quantization, read_adapter
-from qakit.errors import QAConfigError, QAError
+from qakit.errors import QAConfigError, QAError, one_line
 from qakit.family import QAFamily, prepare_model
 from qakit.heads import SpanHead, head_modules, resolve_head
 
@@ -135,7 +135,7 @@ def check_remote_code(model_args: Any) -> None:
 
 
 def _damaged_tokenizer(source: str, err: Exception) -> QAConfigError:
-    return QAConfigError(f"a tokenizer file in {source} is damaged ({' '.join(str(err).split())}): copy the model "
+    return QAConfigError(f"a tokenizer file in {source} is damaged ({one_line(str(err))}): copy the model "
                          "folder again, or pass --tokenizer_name")
 
 
@@ -148,7 +148,7 @@ def damaged_files(source: str, what: str, flag: str, errors: type[Exception]) ->
     except errors as err:
         if isinstance(err, QAError) or not Path(source).is_dir():
             raise
-        raise QAConfigError(f"the {what} in {source} cannot be read ({' '.join(str(err).split())}): the file is "
+        raise QAConfigError(f"the {what} in {source} cannot be read ({one_line(str(err))}): the file is "
                             f"damaged or cut short (an interrupted copy?); copy the model folder again, or pass "
                             f"another {flag}") from err
 

@@ -32,7 +32,7 @@ from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenize
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 from qakit.adapters import read_adapter
-from qakit.errors import QAConfigError, QAError, UnsupportedModelError
+from qakit.errors import QAConfigError, QAError, UnsupportedModelError, one_line
 from qakit.family import prepare_model
 from qakit.heads import resolve_head
 from qakit.outputs import ADAPTER_CONFIG, carry_threshold
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         out = export_onnx(args.model_dir, args.out_dir, int8=args.int8, opset=args.opset)
     except (QAError, OSError) as err:
-        print(f"qakit.onnx: error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"qakit.onnx: error: {one_line(str(err))}", file=sys.stderr)
         sys.exit(2)
     print(f"Wrote {out}:")
     for path in sorted(out.iterdir()):

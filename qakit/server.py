@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
 from qakit import launch
-from qakit.errors import QAConfigError
+from qakit.errors import QAConfigError, one_line
 from qakit.pipelines import CallSettings, Question, pipeline
 
 logger = logging.getLogger("qakit.server")
@@ -304,10 +304,6 @@ def shape(asked: AskedQuestion, answers: list[dict], top_k: int) -> dict:
     if top_k > 1:
         return {**head, "answers": picked}
     return {**head, **(picked[0] if picked else dict.fromkeys(ANSWER_FIELDS))}  # no span at all: every field null
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 async def reply_error(request: Request, err: ErrorReply) -> JSONResponse:
